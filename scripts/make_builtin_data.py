@@ -1,0 +1,37 @@
+"""Regenerate the datasets shipped in tunekit/datasets/ (deterministic).
+
+    $ python scripts/make_builtin_data.py
+"""
+
+import json
+import random
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "tunekit" / "datasets"
+SYSTEM = "You reverse the order of words."
+
+
+def main() -> None:
+    words = (ROOT / "words.txt").read_text().split()
+    rng = random.Random(1234)
+    seen: set[tuple[str, ...]] = set()
+    rows = []
+    while len(rows) < 320:
+        picked = tuple(rng.sample(words, 3))
+        if picked in seen:
+            continue
+        seen.add(picked)
+        messages = [
+            {"role": "user", "content": f"Reverse the words: {' '.join(picked)}"},
+            {"role": "assistant", "content": " ".join(reversed(picked))},
+        ]
+        if len(rows) % 4 == 0:
+            messages.insert(0, {"role": "system", "content": SYSTEM})
+        rows.append({"messages": messages})
+    with (ROOT / "reversal.jsonl").open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

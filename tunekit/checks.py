@@ -1,0 +1,119 @@
+"""Pre-flight checks of a recipe without training: what `tunekit validate` reports.
+
+    >>> from tunekit.config import load_recipe
+    >>> report = check_recipe(load_recipe("recipes/quickstart.yaml"))  # doctest: +SKIP
+    >>> report.examples[0].text  # doctest: +SKIP
+
+Torch-free: the model is located, not loaded; data is read and every row checked; examples are
+rendered with the model's tokenizer when it is available offline.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunekit.config import Recipe
+from tunekit.data import Data, load_data
+from tunekit.data.preview import Preview, Rendered
+from tunekit.errors import UserError
+from tunekit.tiny import is_tiny_ref, tiny_arch, tiny_path
+
+MAX_ROWS_MEASURED = 20_000  # token statistics over at most this many rows (a seeded sample beyond)
+
+
+@dataclass
+class LengthStats:
+    measured: int
+    total: int
+    min: int
+    median: float
+    p95: int
+    max: int
+    truncated: int  # measured examples longer than data.max_length
+    max_length: int
+    no_loss: int  # measured examples whose loss-carrying tokens all fall past max_length
+
+
+@dataclass
+class Report:
+    recipe: Recipe
+    model_location: str
+    data: Data
+    examples: list[Rendered] = field(default_factory=list)
+    stats: LengthStats | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
+    location, preview = _locate_model(recipe.model.name_or_path)
+    data = load_data(recipe.data, recipe.training.seed)
+    report = Report(recipe, location, data)
+    if preview is None:
+        report.notes.append(
+            "tokenizer not available offline: examples and token statistics skipped (training will download it)"
+        )
+        return report
+    conversational = data.kind == "messages" or isinstance(data.train[0].get("prompt"), list)
+    if conversational and preview.template is None:
+        raise UserError(
+            f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages"
+        )
+    rendered = [preview.render(row, data.kind, recipe.data.train_on) for row in _sample(data.train)]
+    report.examples = rendered[:examples]
+    report.stats = _length_stats(rendered, len(data.train), recipe.data.max_length)
+    return report
+
+
+def _locate_model(name: str) -> tuple[str, Preview | None]:
+    if is_tiny_ref(name):
+        arch = tiny_arch(name)
+        built = tiny_path(arch)
+        where = f"tiny random {arch} model ({'cached at ' + str(built) if built.exists() else 'built on first use'})"
+        return where, Preview.from_tiny(arch)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise UserError(f"model folder {name} has no config.json")
+        return f"local folder {path.resolve()}", _folder_preview(path)
+    if name.startswith((".", "/", "~")):
+        raise UserError(f"model folder not found: {name}")
+    return _hub_model(name)
+
+
+def _folder_preview(folder: Path) -> Preview | None:
+    return Preview.from_folder(folder) if (folder / "tokenizer.json").exists() else None
+
+
+def _hub_model(name: str) -> tuple[str, Preview | None]:
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "tokenizer.json")
+    if isinstance(cached, str):
+        return f"Hub model {name} (in the local cache)", Preview.from_folder(Path(cached).parent)
+    return f"Hub model {name} (not cached: downloaded when training starts)", None
+
+
+def _sample(rows: list[dict]) -> list[dict]:
+    if len(rows) <= MAX_ROWS_MEASURED:
+        return rows
+    import random
+
+    return random.Random(0).sample(rows, MAX_ROWS_MEASURED)
+
+
+def _length_stats(rendered: list[Rendered], total: int, max_length: int) -> LengthStats:
+    lengths = sorted(len(r.ids) for r in rendered)
+    no_loss = sum(1 for r in rendered if r.loss_tokens and not any(r.mask[:max_length]))
+    return LengthStats(
+        measured=len(lengths),
+        total=total,
+        min=lengths[0],
+        median=statistics.median(lengths),
+        p95=lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))],
+        max=lengths[-1],
+        truncated=sum(1 for n in lengths if n > max_length),
+        max_length=max_length,
+        no_loss=no_loss,
+    )

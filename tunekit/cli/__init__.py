@@ -1,0 +1,68 @@
+"""The `tunekit` command: a Typer app and the one error boundary.
+
+    $ tunekit --help
+    $ tunekit sft recipes/quickstart.yaml training.max_steps=50
+
+Modules here parse arguments, call library code and print. A `UserError` prints one line and exits
+2; anything unexpected exits 1; TUNEKIT_DEBUG=1 shows the traceback. Nothing here imports torch at
+module level, so `--help`, `validate` and `recipes` start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from tunekit import __version__
+from tunekit.cli import recipes, tiny, train, validate
+from tunekit.errors import UserError
+
+app = typer.Typer(
+    name="tunekit",
+    help="Fine-tune and align transformer language models from strict YAML recipes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tunekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Fine-tune and align transformer language models from strict YAML recipes."""
+
+
+train.register(app)
+validate.register(app)
+recipes.register(app)
+tiny.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = bool(os.environ.get("TUNEKIT_DEBUG"))
+    try:
+        app(args=argv, prog_name="tunekit")
+    except UserError as err:
+        if debug:
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as err:  # the boundary: anything else is our bug or the environment's
+        if debug:
+            raise
+        typer.echo(f"unexpected error: {type(err).__name__}: {err}", err=True)
+        typer.echo("run again with TUNEKIT_DEBUG=1 for the traceback, and report it if it is a tunekit bug", err=True)
+        sys.exit(1)

@@ -1,0 +1,61 @@
+"""`tunekit validate RECIPE [key.sub=value ...]`: check a recipe and its data without training.
+
+    $ tunekit validate recipes/quickstart.yaml
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tunekit.cli.train import OVERRIDES, RECIPE
+
+LOSS_OPEN, LOSS_CLOSE = "[[", "]]"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def validate(
+        recipe: Path = RECIPE,
+        overrides: list[str] | None = OVERRIDES,
+        examples: int = typer.Option(3, "--examples", min=0, help="How many rendered examples to show."),
+    ) -> None:
+        """Check a recipe without training: schema, model, data rows, rendered examples, token lengths."""
+        from tunekit.checks import check_recipe
+        from tunekit.config import load_recipe
+
+        report = check_recipe(load_recipe(recipe, overrides), examples=examples)
+        r, data = report.recipe, report.data
+        typer.echo(f"recipe {recipe}: valid for `tunekit {r.method}` (adapter {r.adapter.type})")
+        typer.echo(f"model: {report.model_location}")
+        typer.echo(f"data: {r.data.train}: {len(data.train)} train rows, format {data.format}"
+                   f"{' (detected)' if r.data.format == 'auto' else ''}, loss on {_loss_on(r.data.train_on, data.kind)}")
+        typer.echo(f"eval: {len(data.eval)} rows from {data.eval_source}")
+        for note in report.notes:
+            typer.echo(f"note: {note}")
+        for i, shown in enumerate(report.examples, start=1):
+            typer.echo(f"\nexample {i} ({len(shown.ids)} tokens, {shown.loss_tokens} carry loss, inside {LOSS_OPEN} {LOSS_CLOSE}):")
+            typer.echo(_marked(shown.text, shown.spans).rstrip("\n"))
+        if report.stats:
+            s = report.stats
+            sampled = "" if s.measured == s.total else f" (a sample of {s.measured:,})"
+            typer.echo(f"\ntokens per example{sampled}: min {s.min}, median {s.median:g}, p95 {s.p95}, max {s.max}")
+            typer.echo(f"truncation: {s.truncated:,} of {s.measured:,} examples exceed data.max_length={s.max_length}"
+                       + (f"; {s.no_loss:,} would lose every loss-carrying token" if s.no_loss else ""))
+        typer.echo("\nok")
+
+
+def _loss_on(train_on: str, kind: str) -> str:
+    if train_on == "all":
+        return "every token"
+    return {"messages": "assistant turns", "prompt_completion": "completions", "text": "every token"}[kind]
+
+
+def _marked(text: str, spans: list[tuple[int, int]]) -> str:
+    out, cursor = [], 0
+    for start, end in spans:
+        out += [text[cursor:start], LOSS_OPEN, text[start:end], LOSS_CLOSE]
+        cursor = end
+    out.append(text[cursor:])
+    return "".join(out)

@@ -1,0 +1,183 @@
+"""Row formats: detect one from a row's fields, check every row, normalise to trl's forms.
+
+    >>> detect_format({"instruction": "Add 2 and 3", "input": "", "output": "5"})
+    'alpaca'
+    >>> normalise({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+    ...           "sharegpt")
+    {'messages': [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'hello'}]}
+
+Normalised forms, as trl's SFTTrainer takes them:
+- text: `{"text": str}`; loss on every token.
+- prompt_completion: `{"prompt": str | messages, "completion": str | messages}`; alpaca becomes this,
+  rendered with the classic Alpaca prompt so it works on models without a chat template.
+- messages: `{"messages": [{"role", "content"}, ...]}`; sharegpt becomes this.
+Pure Python: no torch, no datasets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunekit.errors import DataError
+
+FORMATS = ("text", "prompt_completion", "messages", "alpaca", "sharegpt")
+ROLES = ("system", "user", "assistant", "tool")
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "tool": "tool",
+}
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task{context}. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n{input}### Response:\n"
+)
+
+# The fields that identify a format, most specific first.
+_SIGNATURES: list[tuple[str, tuple[str, ...]]] = [
+    ("messages", ("messages",)),
+    ("sharegpt", ("conversations",)),
+    ("alpaca", ("instruction", "output")),
+    ("prompt_completion", ("prompt", "completion")),
+    ("text", ("text",)),
+]
+
+
+def detect_format(row: dict[str, Any]) -> str | None:
+    for name, fields in _SIGNATURES:
+        if all(field in row for field in fields):
+            return name
+    return None
+
+
+def describe_formats() -> str:
+    return "; ".join(f"{name}: {', '.join(fields)}" for name, fields in _SIGNATURES)
+
+
+def normalised_kind(fmt: str) -> str:
+    """The trl form a format becomes: text, prompt_completion or messages."""
+    return {"alpaca": "prompt_completion", "sharegpt": "messages"}.get(fmt, fmt)
+
+
+class RowError(ValueError):
+    """A problem with one row; the caller adds the file and row number."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"field {field!r}: {problem}")
+        self.field = field
+
+
+def normalise(row: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """Check one row against `fmt` and return it in trl's form. Raises RowError."""
+    if fmt == "text":
+        return {"text": _string(row, "text")}
+    if fmt == "prompt_completion":
+        return {"prompt": _string_or_messages(row, "prompt"), "completion": _string_or_messages(row, "completion")}
+    if fmt == "alpaca":
+        return _alpaca(row)
+    if fmt == "messages":
+        return {"messages": _messages(row.get("messages"), "messages")}
+    if fmt == "sharegpt":
+        return {"messages": _sharegpt(row.get("conversations"))}
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _string(row: dict[str, Any], field: str, allow_empty: bool = False) -> str:
+    if field not in row or row[field] is None:
+        raise RowError(field, "missing")
+    value = row[field]
+    if not isinstance(value, str):
+        raise RowError(field, f"expected a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise RowError(field, "empty")
+    return value
+
+
+def _string_or_messages(row: dict[str, Any], field: str) -> str | list[dict[str, str]]:
+    if isinstance(row.get(field), list):
+        return _messages(row[field], field, need_assistant=False)
+    return _string(row, field)
+
+
+def _alpaca(row: dict[str, Any]) -> dict[str, str]:
+    instruction = _string(row, "instruction")
+    extra = row.get("input") or ""
+    if not isinstance(extra, str):
+        raise RowError("input", f"expected a string, got {type(extra).__name__}")
+    prompt = ALPACA_PROMPT.format(
+        context=", paired with an input that provides further context" if extra.strip() else "",
+        instruction=instruction,
+        input=f"### Input:\n{extra}\n\n" if extra.strip() else "",
+    )
+    return {"prompt": prompt, "completion": _string(row, "output")}
+
+
+def _messages(value: Any, field: str, need_assistant: bool = True) -> list[dict[str, str]]:
+    if value is None:
+        raise RowError(field, "missing")
+    if not isinstance(value, list) or not value:
+        raise RowError(field, "expected a non-empty list of {role, content} messages")
+    messages = []
+    for i, message in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(message, dict):
+            raise RowError(where, f"expected a mapping with role and content, got {type(message).__name__}")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise RowError(f"{where}.role", f"{role!r} is not one of: {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise RowError(f"{where}.content", "missing or not a string")
+        messages.append({"role": role, "content": content})
+    if need_assistant and not any(m["role"] == "assistant" for m in messages):
+        raise RowError(field, "no assistant message to learn from")
+    return messages
+
+
+def _sharegpt(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise RowError("conversations", "expected a non-empty list of {from, value} turns")
+    turns = []
+    for i, turn in enumerate(value):
+        where = f"conversations[{i}]"
+        if not isinstance(turn, dict):
+            raise RowError(where, "expected a mapping with from and value")
+        speaker = turn.get("from")
+        if speaker not in SHAREGPT_ROLES:
+            raise RowError(f"{where}.from", f"{speaker!r} is not one of: {', '.join(SHAREGPT_ROLES)}")
+        if not isinstance(turn.get("value"), str):
+            raise RowError(f"{where}.value", "missing or not a string")
+        turns.append({"role": SHAREGPT_ROLES[speaker], "content": turn["value"]})
+    return _messages(turns, "conversations")
+
+
+def check_rows(rows: list[tuple[int, dict[str, Any]]], fmt: str, source: str) -> list[dict[str, Any]]:
+    """Normalise every row; the first bad one raises DataError naming file, row and field."""
+    if fmt == "auto":
+        raise ValueError("resolve 'auto' with detect_format first")
+    out = []
+    for number, row in rows:
+        if not isinstance(row, dict):
+            raise DataError(f"{source}, row {number}: expected an object, got {type(row).__name__}")
+        try:
+            out.append(normalise(row, fmt))
+        except RowError as err:
+            raise DataError(f"{source}, row {number}: {err} (format {fmt})") from None
+    return out
+
+
+def resolve_format(declared: str, first_row: dict[str, Any], source: str) -> str:
+    if declared != "auto":
+        return declared
+    detected = detect_format(first_row)
+    if detected is None:
+        fields = ", ".join(sorted(first_row)) or "none"
+        raise DataError(
+            f"{source}, row 1: cannot detect the data format from fields ({fields}); "
+            f"expected one of {describe_formats()}; or set data.format"
+        )
+    return detected

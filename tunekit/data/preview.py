@@ -1,0 +1,140 @@
+"""Render training examples as the trainer will see them, marking the tokens that carry loss.
+
+    >>> from tunekit.tiny import build_tokenizer
+    >>> preview = Preview.from_tiny("llama")
+    >>> shown = preview.render({"prompt": "2+2=", "completion": "4"}, "prompt_completion", "completion")
+    >>> shown.text[shown.spans[0][0]:shown.spans[0][1]]
+    '4<|end|>'
+
+Uses the `tokenizers` library and jinja2 directly (no torch, no transformers), so `tunekit validate`
+stays fast. The chat template is rendered the way transformers renders it (sandboxed jinja2,
+trim_blocks, lstrip_blocks, `{% generation %}` marking assistant spans); a test checks the marks
+against transformers' own assistant masks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import nodes
+from jinja2.ext import Extension, loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+_START, _END = "\ue000", "\ue001"  # private-use characters bracketing generation spans
+
+
+class _Generation(Extension):
+    tags = {"generation"}
+
+    def parse(self, parser: Any) -> nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.CallBlock(self.call_method("_mark"), [], [], body).set_lineno(lineno)
+
+    def _mark(self, caller: Any) -> str:
+        return f"{_START}{caller()}{_END}"
+
+
+def _raise(message: str) -> None:
+    raise ValueError(message)
+
+
+@dataclass
+class Rendered:
+    text: str
+    spans: list[tuple[int, int]]  # character ranges that carry loss
+    ids: list[int]
+    mask: list[int]  # 1 where the token carries loss
+
+    @property
+    def loss_tokens(self) -> int:
+        return sum(self.mask)
+
+
+class Preview:
+    def __init__(self, tokenizer: Any, chat_template: str | None, special: dict[str, str]) -> None:
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.special = special
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, loopcontrols]
+        )
+        env.filters["tojson"] = lambda value, indent=None, **_: json.dumps(value, indent=indent, ensure_ascii=False)
+        env.globals["raise_exception"] = _raise
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        self.template = env.from_string(chat_template) if chat_template else None
+
+    @classmethod
+    def from_tiny(cls, arch: str) -> Preview:
+        from tunekit.tiny import build_tokenizer
+
+        parts = build_tokenizer(arch)
+        return cls(parts.tokenizer, parts.chat_template, parts.special)
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> Preview:
+        from tokenizers import Tokenizer
+
+        config_path = folder / "tokenizer_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+        template = config.get("chat_template")
+        if (folder / "chat_template.jinja").exists():
+            template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        if isinstance(template, list):  # named variants: the default one is what training uses
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        special = {
+            key: (value["content"] if isinstance(value, dict) else value)
+            for key, value in config.items()
+            if key.endswith("_token") and value is not None
+        }
+        return cls(Tokenizer.from_file(str(folder / "tokenizer.json")), template, special)
+
+    def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> tuple[str, list]:
+        """Rendered text and the character spans inside `{% generation %}` markers."""
+        if self.template is None:
+            raise ValueError("this tokenizer has no chat template")
+        marked = self.template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
+        text, spans, start = "", [], None
+        for char in marked:
+            if char == _START:
+                start = len(text)
+            elif char == _END:
+                spans.append((start, len(text)))
+            else:
+                text += char
+        return text, spans
+
+    def render(self, row: dict[str, Any], kind: str, train_on: str) -> Rendered:
+        eos = self.special.get("eos_token", "")
+        special_tokens = True
+        if kind == "messages":
+            text, spans = self.render_chat(row["messages"])
+            special_tokens = False
+        elif isinstance(row.get("prompt"), list):
+            prompt, _ = self.render_chat(row["prompt"], add_generation_prompt=True)
+            text, _ = self.render_chat(row["prompt"] + row["completion"])
+            spans = [(len(prompt), len(text))]
+            special_tokens = False
+        elif kind == "prompt_completion":
+            completion = row["completion"] if row["completion"].endswith(eos) else row["completion"] + eos
+            text = row["prompt"] + completion
+            spans = [(len(row["prompt"]), len(text))]
+        else:
+            text = row["text"] if row["text"].endswith(eos) else row["text"] + eos
+            spans = [(0, len(text))]
+        if train_on == "all":
+            spans = [(0, len(text))]
+        encoding = self.tokenizer.encode(text, add_special_tokens=special_tokens)
+        mask = [int(_inside(offset, spans)) for offset in encoding.offsets]
+        # Special tokens added by the post-processor (BOS) have empty offsets and never carry loss.
+        mask = [m if end > start else 0 for m, (start, end) in zip(mask, encoding.offsets)]
+        return Rendered(text, spans, list(encoding.ids), mask)
+
+
+def _inside(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
+    start, end = offset
+    return end > start and any(lo <= start and end <= hi for lo, hi in spans)

@@ -1,0 +1,70 @@
+"""The run folder every training command writes, as PRODUCT.md describes it.
+
+    output_dir/
+      recipe.yaml     the validated recipe as it ran, every default spelled out
+      metrics.jsonl   one JSON object per logging step, with "step"
+      summary.json    final figures
+      final/          model or adapter + tokenizer + chat template
+      checkpoints/
+
+Pure Python: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tunekit.config import Recipe, dump_recipe
+from tunekit.errors import UserError
+
+SUMMARY_KEYS = (
+    "method",
+    "adapter",
+    "total_parameters",
+    "trainable_parameters",
+    "steps",
+    "runtime_seconds",
+    "train_loss",
+)
+
+
+def prepare_run_dir(recipe: Recipe, overwrite: bool) -> Path:
+    """Create `output_dir` and write recipe.yaml; an existing non-empty folder needs `overwrite`."""
+    out = Path(recipe.output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out} exists and is a file")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(
+                f"output_dir {out} already exists and is not empty; pass --overwrite to replace it, "
+                "or choose another with output_dir=runs/NAME"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+    (out / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    return out
+
+
+def append_metrics(out: Path, record: dict[str, Any]) -> None:
+    with (out / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(_finite(record)) + "\n")
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    missing = [key for key in SUMMARY_KEYS if key not in summary]
+    if missing:
+        raise AssertionError(f"summary.json lacks {missing}")  # a bug of ours, not the user's
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(_finite(summary), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / "summary.json")
+
+
+def _finite(record: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN/inf: write them as null rather than produce a file other tools reject."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}

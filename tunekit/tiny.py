@@ -1,0 +1,208 @@
+"""Tiny random models (~100k-200k parameters) with a tokenizer trained offline, for CI and tests.
+
+    $ tunekit tiny-model /tmp/tiny-llama --arch llama --seed 0
+    >>> from transformers import AutoModelForCausalLM
+    >>> AutoModelForCausalLM.from_pretrained("/tmp/tiny-llama")  # doctest: +SKIP
+
+A recipe can name `tiny:llama` (or gpt2, t5, bert) as `model.name_or_path`: the model is built on
+first use into tunekit's cache and reused after. The tokenizer does not depend on the seed and is
+built with the `tokenizers` library alone, so `tunekit validate` can preview data without torch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tunekit.errors import UserError
+
+TINY_PREFIX = "tiny:"
+# Bump when the tokenizer or a config below changes, so cached builds are not reused.
+TINY_VERSION = 1
+VOCAB_SIZE = 1024
+
+PAD, BOS, EOS, UNK = "<|pad|>", "<|bos|>", "<|end|>", "<|unk|>"
+ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
+MASK, SEP, CLS = "<|mask|>", "<|sep|>", "<|cls|>"
+SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, *ROLE_TOKENS, MASK, SEP, CLS]  # ids 0..9, in this order
+
+# `{% generation %}` marks the tokens that carry loss under assistant-only training; the
+# end-of-turn token sits inside it so the model learns to stop.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|assistant|>\\n' }}{% generation %}{{- message['content'] + '<|end|>' }}{% endgeneration %}"
+    "{{- '\\n' }}"
+    "{%- else %}"
+    "{{- '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|assistant|>\\n' }}{%- endif %}"
+)
+
+_COMMON = {"vocab_size": VOCAB_SIZE, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+_CONFIGS: dict[str, dict[str, Any]] = {
+    "llama": {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": True,
+    },
+    "gpt2": {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "n_embd": 64,
+        "n_layer": 2,
+        "n_head": 4,
+        "n_inner": 128,
+        "n_positions": 256,
+        "tie_word_embeddings": True,
+    },
+    "t5": {
+        "model_type": "t5",
+        "architectures": ["T5ForConditionalGeneration"],
+        "d_model": 64,
+        "d_kv": 16,
+        "d_ff": 128,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "decoder_start_token_id": 0,
+        "tie_word_embeddings": True,
+    },
+    "bert": {
+        "model_type": "bert",
+        "architectures": ["BertForMaskedLM"],
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 256,
+    },
+}
+TINY_ARCHS = tuple(_CONFIGS)
+
+
+def tiny_config(arch: str) -> dict[str, Any]:
+    """The config.json contents of the tiny model for `arch` (pure Python)."""
+    if arch not in _CONFIGS:
+        raise UserError(f"unknown tiny architecture {arch!r}; choose one of: {', '.join(TINY_ARCHS)}")
+    return {**_COMMON, **_CONFIGS[arch]}
+
+
+def is_tiny_ref(name: str) -> bool:
+    return name.startswith(TINY_PREFIX)
+
+
+def tiny_arch(name: str) -> str:
+    arch = name.removeprefix(TINY_PREFIX)
+    tiny_config(arch)  # validates the name
+    return arch
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TUNEKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tunekit"
+    return Path(root)
+
+
+def tiny_path(arch: str, seed: int = 0) -> Path:
+    return cache_dir() / "tiny" / f"{arch}-seed{seed}-v{TINY_VERSION}"
+
+
+@dataclass(frozen=True)
+class TinyTokenizer:
+    tokenizer: Any  # tokenizers.Tokenizer
+    chat_template: str | None
+    special: dict[str, str]  # transformers name (bos_token, ...) -> token
+
+
+def build_tokenizer(arch: str) -> TinyTokenizer:
+    """Train a byte-level BPE on the shipped word list; deterministic, offline, torch-free."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    special = {"pad_token": PAD, "eos_token": EOS, "bos_token": BOS, "unk_token": UNK}
+    template: str | None = CHAT_TEMPLATE
+    if arch == "bert":
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{CLS} $A {SEP}", pair=f"{CLS} $A {SEP} $B {SEP}", special_tokens=[(CLS, 9), (SEP, 8)]
+        )
+        special = {"pad_token": PAD, "unk_token": UNK, "mask_token": MASK, "sep_token": SEP, "cls_token": CLS}
+        template = None
+    elif arch == "t5":
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, 2)]
+        )
+        special = {"pad_token": PAD, "eos_token": EOS, "unk_token": UNK}
+    return TinyTokenizer(tokenizer, template, special)
+
+
+def _corpus() -> list[str]:
+    words = resources.files("tunekit.datasets").joinpath("words.txt").read_text().split()
+    lines = [" ".join(words[i : i + 8]) for i in range(0, len(words), 4)]
+    lines += [f"{w} {w.capitalize()} {w}s {w}." for w in words]
+    lines += ["Reverse the words: Reverse these words: Answer: Question: You are a helpful assistant."] * 4
+    return lines
+
+
+def build_tiny_model(output: Path, arch: str, seed: int = 0) -> Path:
+    """Write model + tokenizer to `output` via a temporary folder renamed into place (atomic)."""
+    import torch
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSeq2SeqLM,
+        PreTrainedTokenizerFast,
+    )
+
+    spec = tiny_config(arch)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    config = AutoConfig.for_model(**{k: v for k, v in spec.items() if k != "architectures"})
+    auto = {"bert": AutoModelForMaskedLM, "t5": AutoModelForSeq2SeqLM}.get(arch, AutoModelForCausalLM)
+    torch.manual_seed(seed)
+    model = auto.from_config(config)
+    parts = build_tokenizer(arch)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=parts.tokenizer, **parts.special)
+    if parts.chat_template:
+        tokenizer.chat_template = parts.chat_template
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+def ensure_tiny(name: str) -> Path:
+    """The folder of `tiny:ARCH`, built into the cache on first use."""
+    arch = tiny_arch(name)
+    path = tiny_path(arch)
+    if not (path / "config.json").exists():
+        build_tiny_model(path, arch, seed=0)
+    return path

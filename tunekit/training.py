@@ -1,0 +1,158 @@
+"""Small pure builders shared by the training methods: recipe -> peft / transformers settings.
+
+    >>> from tunekit.config.schema import AdapterSection
+    >>> lora_config(AdapterSection(type="lora", r=4)).r
+    4
+
+Each method module (tunekit/methods/*.py) reads top to bottom and calls these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, prepare_model_for_kbit_training
+from transformers import TrainerCallback
+
+from tunekit.config.schema import AdapterSection, Recipe
+from tunekit.run import append_metrics
+
+OPTIMIZERS = {
+    "adamw": "adamw_torch",
+    "adamw-8bit": "adamw_bnb_8bit",
+    "paged-adamw-8bit": "paged_adamw_8bit",
+    "sgd": "sgd",
+    "adafactor": "adafactor",
+}
+
+
+def lora_config(adapter: AdapterSection, task_type: str = "CAUSAL_LM") -> LoraConfig | None:
+    if adapter.type not in ("lora", "qlora"):
+        return None
+    return LoraConfig(
+        r=adapter.r,
+        lora_alpha=adapter.alpha,
+        lora_dropout=adapter.dropout,
+        target_modules=adapter.target_modules,
+        bias=adapter.bias,
+        task_type=task_type,
+    )
+
+
+def prepare_quantized(model: Any, recipe: Recipe) -> Any:
+    """peft's k-bit preparation (fp32 norms, input grads) for a quantised base; a no-op otherwise."""
+    if recipe.model.quantization == "none":
+        return model
+    return prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=recipe.training.gradient_checkpointing
+    )
+
+
+def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval: bool) -> dict[str, Any]:
+    """Keyword arguments for transformers' TrainingArguments (and trl configs that extend it)."""
+    t = recipe.training
+    return {
+        "output_dir": str(out / "checkpoints"),
+        "learning_rate": t.learning_rate,
+        "max_steps": t.max_steps,
+        "num_train_epochs": t.epochs,
+        "per_device_train_batch_size": t.batch_size,
+        "per_device_eval_batch_size": t.batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "warmup_steps": t.warmup_steps,
+        "lr_scheduler_type": t.lr_scheduler,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "optim": OPTIMIZERS[t.optimizer],
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "logging_steps": t.logging_steps,
+        "eval_strategy": "steps" if has_eval and t.eval_steps else "no",
+        "eval_steps": t.eval_steps,
+        "save_strategy": "steps" if t.save_steps else "no",
+        "save_steps": t.save_steps or 500,
+        "save_total_limit": t.save_total_limit,
+        "seed": t.seed,
+        "data_seed": t.seed,
+        "report_to": "none",  # TensorBoard goes through `callbacks()`, into the run folder
+        "bf16": model_dtype == torch.bfloat16 or recipe.model.dtype == "bf16",
+        "fp16": recipe.model.dtype == "fp16",
+        "include_num_input_tokens_seen": "non_padding",
+        "dataloader_num_workers": 0,
+    }
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(total, trainable). 4-bit weights are packed two per byte: count the values they hold."""
+    total = trainable = 0
+    for param in model.parameters():
+        n = param.numel()
+        if param.__class__.__name__ == "Params4bit":
+            n = int(getattr(param, "quant_state").shape.numel()) if getattr(param, "quant_state", None) else n * 2
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return total, trainable
+
+
+def callbacks(recipe: Recipe, out: Path) -> list[TrainerCallback]:
+    """metrics.jsonl always; TensorBoard event files in `output_dir/tensorboard` when asked for."""
+    chosen: list[TrainerCallback] = [MetricsLogger(out), ProgressReporter()]
+    if recipe.training.report_to == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        chosen.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(out / "tensorboard"))))
+    return chosen
+
+
+class MetricsLogger(TrainerCallback):
+    """Append each log record to metrics.jsonl (main process only)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero and logs:
+            append_metrics(self.out, {"step": state.global_step, **logs})
+
+
+class ProgressReporter(TrainerCallback):
+    """A progress bar and one short line per log step, in place of transformers' printed dicts."""
+
+    SHOWN = (("loss", "loss"), ("eval_loss", "eval loss"), ("grad_norm", "grad norm"), ("learning_rate", "lr"))
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            # disable=None: a bar on a terminal, only the log lines in CI logs and pipes.
+            self.bar = tqdm(total=state.max_steps, desc="training", unit="step", dynamic_ncols=True, disable=None)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if self.bar is None or not logs:
+            return
+        parts = [f"{label} {logs[key]:.4g}" for key, label in self.SHOWN if key in logs]
+        if parts:
+            self.bar.write(f"step {state.global_step}/{state.max_steps}  " + "  ".join(parts))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def replace_printers(trainer: Any) -> None:
+    """Drop transformers' own progress/printer callbacks: ProgressReporter takes their place."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
