@@ -17,7 +17,8 @@ from pathlib import Path
 from tunekit.config import Recipe
 from tunekit.data import Data, load_data
 from tunekit.data.preview import Preview, Rendered
-from tunekit.errors import UserError
+from tunekit.data.sources import resolve_source
+from tunekit.errors import DataError, UserError
 from tunekit.tiny import is_tiny_ref, tiny_arch, tiny_path
 
 MAX_ROWS_MEASURED = 20_000  # token statistics over at most this many rows (a seeded sample beyond)
@@ -40,7 +41,7 @@ class LengthStats:
 class Report:
     recipe: Recipe
     model_location: str
-    data: Data
+    data: Data | None  # None when Hub data cannot be read offline
     examples: list[Rendered] = field(default_factory=list)
     stats: LengthStats | None = None
     notes: list[str] = field(default_factory=list)
@@ -48,7 +49,15 @@ class Report:
 
 def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     location, preview = _locate_model(recipe.model.name_or_path)
-    data = load_data(recipe.data, recipe.training.seed)
+    try:
+        data = load_data(recipe.data, recipe.training.seed)
+    except DataError as err:
+        if not _is_hub_dataset(recipe.data.train):
+            raise
+        # A Hub dataset that cannot be read here (offline, or not cached) is checked when training starts.
+        report = Report(recipe, location, None)
+        report.notes.append(f"data rows not checked: {err}")
+        return report
     report = Report(recipe, location, data)
     if preview is None:
         report.notes.append(
@@ -80,6 +89,13 @@ def _locate_model(name: str) -> tuple[str, Preview | None]:
     if name.startswith((".", "/", "~")):
         raise UserError(f"model folder not found: {name}")
     return _hub_model(name)
+
+
+def _is_hub_dataset(source: str) -> bool:
+    try:
+        return isinstance(resolve_source(source), str)
+    except DataError:
+        return False
 
 
 def _folder_preview(folder: Path) -> Preview | None:

@@ -17,10 +17,11 @@ from peft import LoraConfig, prepare_model_for_kbit_training
 from transformers import TrainerCallback
 
 from tunekit.config.schema import AdapterSection, Recipe
+from tunekit.errors import UserError
 from tunekit.run import append_metrics
 
 OPTIMIZERS = {
-    "adamw": "adamw_torch",
+    "adamw": "adamw_torch_fused",  # transformers' default: fused kernels on CPU and GPU
     "adamw-8bit": "adamw_bnb_8bit",
     "paged-adamw-8bit": "paged_adamw_8bit",
     "sgd": "sgd",
@@ -50,6 +51,12 @@ def prepare_quantized(model: Any, recipe: Recipe) -> Any:
     )
 
 
+def check_environment(recipe: Recipe) -> None:
+    """Settings that are valid in a recipe but not on this machine; checked before the run folder is made."""
+    if recipe.model.dtype == "fp16" and not torch.cuda.is_available():
+        raise UserError("model.dtype: fp16 mixed precision needs a GPU; use bf16 or fp32 (auto) on a CPU")
+
+
 def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval: bool) -> dict[str, Any]:
     """Keyword arguments for transformers' TrainingArguments (and trl configs that extend it)."""
     t = recipe.training
@@ -66,7 +73,7 @@ def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval
         "weight_decay": t.weight_decay,
         "max_grad_norm": t.max_grad_norm,
         "optim": OPTIMIZERS[t.optimizer],
-        "gradient_checkpointing": t.gradient_checkpointing,
+        "activation_checkpointing": t.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         "logging_steps": t.logging_steps,
         "eval_strategy": "steps" if has_eval and t.eval_steps else "no",
         "eval_steps": t.eval_steps,
@@ -76,8 +83,9 @@ def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval
         "seed": t.seed,
         "data_seed": t.seed,
         "report_to": "none",  # TensorBoard goes through `callbacks()`, into the run folder
-        "bf16": model_dtype == torch.bfloat16 or recipe.model.dtype == "bf16",
+        "bf16": model_dtype == torch.bfloat16,
         "fp16": recipe.model.dtype == "fp16",
+        "use_cpu": not torch.cuda.is_available(),  # bf16 autocast on a CPU needs it said
         "include_num_input_tokens_seen": "non_padding",
         "dataloader_num_workers": 0,
     }

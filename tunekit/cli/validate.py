@@ -29,9 +29,11 @@ def register(app: typer.Typer) -> None:
         r, data = report.recipe, report.data
         typer.echo(f"recipe {recipe}: valid for `tunekit {r.method}` (adapter {r.adapter.type})")
         typer.echo(f"model: {report.model_location}")
-        typer.echo(f"data: {r.data.train}: {len(data.train)} train rows, format {data.format}"
-                   f"{' (detected)' if r.data.format == 'auto' else ''}, loss on {_loss_on(r.data.train_on, data.kind)}")
-        typer.echo(f"eval: {len(data.eval)} rows from {data.eval_source}")
+        if data is not None:
+            detected = " (detected)" if r.data.format == "auto" else ""
+            typer.echo(f"data: {r.data.train}: {len(data.train)} train rows, format {data.format}{detected}, "
+                       f"loss on {_loss_on(r.data.train_on, data.kind)}")
+            typer.echo(f"eval: {len(data.eval)} rows from {data.eval_source}")
         for note in report.notes:
             typer.echo(f"note: {note}")
         for i, shown in enumerate(report.examples, start=1):

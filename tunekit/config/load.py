@@ -25,11 +25,15 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
     raw, lines = read_yaml(path)
     for override in overrides or []:
-        apply_override(raw, override)
+        key = apply_override(raw, override)
+        lines[key] = "override"
     return validate(raw, source=str(path), lines=lines)
 
 
-def read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+Lines = dict[tuple[str, ...], "int | str"]  # key path -> 1-based line in the file, or "override"
+
+
+def read_yaml(path: Path) -> tuple[dict[str, Any], Lines]:
     """The mapping in `path` and the line (1-based) of every key path in it."""
     if not path.exists():
         raise RecipeError(f"recipe not found: {path}")
@@ -51,8 +55,8 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     return data, _key_lines(node)
 
 
-def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
-    lines: dict[tuple[str, ...], int] = {}
+def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> Lines:
+    lines: Lines = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = (*prefix, str(key_node.value))
@@ -61,8 +65,11 @@ def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tup
     return lines
 
 
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Apply `key.sub=value` to the raw mapping; the value is parsed as YAML (`50`, `true`, `[q, v]`)."""
+def apply_override(raw: dict[str, Any], override: str) -> tuple[str, ...]:
+    """Apply `key.sub=value` to the raw mapping; the value is parsed as YAML (`50`, `true`, `[q, v]`).
+
+    Returns the key path it set.
+    """
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"override {override!r}: expected KEY.SUB=VALUE, e.g. training.max_steps=50")
@@ -79,6 +86,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
             raise RecipeError(f"override {override!r}: {part} is not a section")
         target = child
     target[parts[-1]] = value
+    return tuple(parts)
 
 
 def _check_override_path(parts: list[str], override: str) -> None:
@@ -99,7 +107,7 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def validate(raw: dict[str, Any], source: str = "recipe", lines: dict | None = None) -> Recipe:
+def validate(raw: dict[str, Any], source: str = "recipe", lines: Lines | None = None) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as err:
@@ -110,11 +118,11 @@ def validate(raw: dict[str, Any], source: str = "recipe", lines: dict | None = N
         raise RecipeError(f"{source}: {len(problems)} problems\n{listed}") from None
 
 
-def _describe(error: dict[str, Any], lines: dict[tuple[str, ...], int]) -> str:
+def _describe(error: dict[str, Any], lines: Lines) -> str:
     loc = tuple(str(part) for part in error["loc"])
     path = ".".join(loc) or "recipe"
     line = _nearest_line(loc, lines)
-    at = f" (line {line})" if line else ""
+    at = "" if line is None else (" (from an override)" if line == "override" else f" (line {line})")
     kind = error["type"]
     if kind == "extra_forbidden":
         return f"unknown key {path}{at}{_did_you_mean(loc[-1], _siblings(loc[:-1]))}"
@@ -126,11 +134,12 @@ def _describe(error: dict[str, Any], lines: dict[tuple[str, ...], int]) -> str:
         hint = _did_you_mean(str(given), allowed) if allowed else ""
         return f"{path}{at}: {given!r} is not one of: {', '.join(allowed)}{hint}"
     if kind == "value_error":
-        return f"{error['msg'].removeprefix('Value error, ')}{at}"
+        message = error["msg"].removeprefix("Value error, ")
+        return f"{path}{at}: {message}" if loc else message
     return f"{path}{at}: {error['msg'].lower()}, got {error.get('input')!r}"
 
 
-def _nearest_line(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | None:
+def _nearest_line(loc: tuple[str, ...], lines: Lines) -> int | str | None:
     for end in range(len(loc), 0, -1):
         if loc[:end] in lines:
             return lines[loc[:end]]

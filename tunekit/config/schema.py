@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
 
@@ -80,6 +80,14 @@ class DataSection(Section):
 class TrainingSection(Section):
     learning_rate: float = Field(gt=0, description="Peak learning rate.")
     max_steps: int = Field(-1, ge=-1, description="Optimizer steps; -1 trains for `epochs` instead.")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_train_something(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("0 steps train nothing; use -1 to train for `epochs`")
+        return value
+
     epochs: float = Field(1.0, gt=0, description="Passes over the data when `max_steps` is -1.")
     batch_size: int = Field(8, ge=1, description="Examples per device per micro-batch.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")

@@ -15,6 +15,7 @@ against transformers' own assistant masks.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -67,6 +68,7 @@ class Preview:
         env.globals["raise_exception"] = _raise
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         self.template = env.from_string(chat_template) if chat_template else None
+        self.has_markers = bool(chat_template) and re.search(r"\{%-?\s*generation\s*-?%\}", chat_template) is not None
 
     @classmethod
     def from_tiny(cls, arch: str) -> Preview:
@@ -94,9 +96,16 @@ class Preview:
         return cls(Tokenizer.from_file(str(folder / "tokenizer.json")), template, special)
 
     def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> tuple[str, list]:
-        """Rendered text and the character spans inside `{% generation %}` markers."""
+        """Rendered text and the character spans of assistant turns.
+
+        Spans come from `{% generation %}` markers; a template without them gets the spans trl's
+        patched training template would give: each assistant turn is what rendering it adds after
+        the generation prompt.
+        """
         if self.template is None:
             raise ValueError("this tokenizer has no chat template")
+        if not self.has_markers:
+            return self._render_unmarked(messages, add_generation_prompt)
         marked = self.template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
         text, spans, start = "", [], None
         for char in marked:
@@ -106,6 +115,18 @@ class Preview:
                 spans.append((start, len(text)))
             else:
                 text += char
+        return text, spans
+
+    def _render_unmarked(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> tuple[str, list]:
+        assert self.template is not None
+        spans = []
+        for i, message in enumerate(messages):
+            if message["role"] == "assistant":
+                before = self.template.render(messages=messages[:i], add_generation_prompt=True, **self.special)
+                through = self.template.render(messages=messages[: i + 1], **self.special)
+                if through.startswith(before):
+                    spans.append((len(before), len(through)))
+        text = self.template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
         return text, spans
 
     def render(self, row: dict[str, Any], kind: str, train_on: str) -> Rendered:

@@ -21,7 +21,6 @@ from tunekit.run import prepare_run_dir, write_summary
 
 def run(recipe: Recipe, overwrite: bool = False, report: Callable[[str], None] = print) -> dict[str, Any]:
     data = load_data(recipe.data, recipe.training.seed)  # bad data fails before anything is written
-    out = prepare_run_dir(recipe, overwrite)
 
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -30,12 +29,16 @@ def run(recipe: Recipe, overwrite: bool = False, report: Callable[[str], None] =
     from tunekit.quiet import quiet_libraries
     from tunekit.training import (
         callbacks,
+        check_environment,
         count_parameters,
         lora_config,
         prepare_quantized,
         replace_printers,
         trainer_kwargs,
     )
+
+    check_environment(recipe)
+    out = prepare_run_dir(recipe, overwrite)
 
     quiet_libraries()
     dtype = resolve_dtype(recipe.model.dtype)

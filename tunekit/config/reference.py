@@ -1,0 +1,55 @@
+"""The recipe reference in README.md, generated from the schema so the two cannot drift.
+
+    $ python -m tunekit.config.reference   # prints the Markdown block README.md embeds
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from tunekit.config.schema import SECTIONS, Recipe
+
+BEGIN, END = "<!-- recipe-reference:begin -->", "<!-- recipe-reference:end -->"
+
+
+def _type(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return " \\| ".join(str(v) for v in typing.get_args(annotation))
+    args = typing.get_args(annotation)
+    if args:
+        return " or ".join(_type(a) for a in args if a is not type(None)) + (" or null" if type(None) in args else "")
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(field: Any) -> str:
+    if field.default is PydanticUndefined and field.default_factory is None:
+        return "**required**"
+    if field.default is None:
+        return "`null`"
+    return f"`{str(field.default).lower()}`" if isinstance(field.default, bool) else f"`{field.default}`"
+
+
+def _rows(prefix: str, model: type[BaseModel]) -> list[str]:
+    rows = []
+    for name, field in model.model_fields.items():
+        if name in SECTIONS and prefix == "":
+            continue
+        rows.append(f"| `{prefix}{name}` | {_type(field.annotation)} | {_default(field)} | {field.description} |")
+    return rows
+
+
+def reference() -> str:
+    lines = [BEGIN, "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    lines += _rows("", Recipe)
+    for section, model in SECTIONS.items():
+        lines += _rows(f"{section}.", model)
+    lines.append(END)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference())
