@@ -33,17 +33,23 @@ SUMMARY_KEYS = (
 )
 
 
-def prepare_run_dir(recipe: Recipe, overwrite: bool) -> Path:
-    """Create `output_dir` and write recipe.yaml; an existing non-empty folder needs `overwrite`."""
+def check_run_dir(recipe: Recipe, overwrite: bool) -> Path:
+    """Refuse an existing, non-empty `output_dir` unless `overwrite`; call it before any slow work."""
     out = Path(recipe.output_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"output_dir {out} exists and is a file")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(
-                f"output_dir {out} already exists and is not empty; pass --overwrite to replace it, "
-                "or choose another with output_dir=runs/NAME"
-            )
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(
+            f"output_dir {out} already exists and is not empty; pass --overwrite to replace it, "
+            "or choose another with output_dir=runs/NAME"
+        )
+    return out
+
+
+def prepare_run_dir(recipe: Recipe, overwrite: bool) -> Path:
+    """Create `output_dir` (emptied first with `overwrite`) and write recipe.yaml."""
+    out = check_run_dir(recipe, overwrite)
+    if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)

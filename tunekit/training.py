@@ -1,4 +1,4 @@
-"""Small pure builders shared by the training methods: recipe -> peft / transformers settings.
+"""Builders and callbacks shared by the training methods: recipe -> peft / transformers settings.
 
     >>> from tunekit.config.schema import AdapterSection
     >>> lora_config(AdapterSection(type="lora", r=4)).r

@@ -16,11 +16,12 @@ from typing import Any
 from tunekit.config import Recipe
 from tunekit.data import Data, load_data
 from tunekit.errors import UserError
-from tunekit.run import prepare_run_dir, write_summary
+from tunekit.run import check_run_dir, prepare_run_dir, write_summary
 
 
 def run(recipe: Recipe, overwrite: bool = False, report: Callable[[str], None] = print) -> dict[str, Any]:
-    data = load_data(recipe.data, recipe.training.seed)  # bad data fails before anything is written
+    check_run_dir(recipe, overwrite)
+    data = load_data(recipe.data, recipe.training.seed)
 
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -37,16 +38,15 @@ def run(recipe: Recipe, overwrite: bool = False, report: Callable[[str], None] =
         trainer_kwargs,
     )
 
-    check_environment(recipe)
-    out = prepare_run_dir(recipe, overwrite)
-
     quiet_libraries()
+    check_environment(recipe)
     dtype = resolve_dtype(recipe.model.dtype)
-    # fp16 weights cannot be fully fine-tuned by the grad scaler: keep fp32 weights under fp16 autocast.
-    load_dtype = None if not (recipe.model.dtype == "fp16" and recipe.adapter.type == "none") else resolve_dtype("fp32")
-    model, tokenizer = load_causal_lm(recipe.model, dtype=load_dtype)
+    # The grad scaler cannot step fp16 weights: full fine-tuning in fp16 keeps fp32 weights under autocast.
+    full_fp16 = recipe.model.dtype == "fp16" and recipe.adapter.type == "none"
+    model, tokenizer = load_causal_lm(recipe.model, dtype=resolve_dtype("fp32") if full_fp16 else None)
     _check_chat_template(tokenizer, data, recipe)
     model = prepare_quantized(model, recipe)
+    out = prepare_run_dir(recipe, overwrite)  # every check passed: now something is written
 
     config = SFTConfig(
         **trainer_kwargs(recipe, out, dtype, has_eval=bool(data.eval)),
