@@ -164,8 +164,11 @@ def _corpus() -> list[str]:
     return lines
 
 
-def build_tiny_model(output: Path, arch: str, seed: int = 0) -> Path:
-    """Write model + tokenizer to `output` via a temporary folder renamed into place (atomic)."""
+def build_tiny_model(output: Path, arch: str, seed: int = 0, replace: bool = True) -> Path:
+    """Write model + tokenizer to `output` via a temporary folder renamed into place (atomic).
+
+    With `replace=False` a folder that appears meanwhile (a concurrent build) is kept.
+    """
     import torch
     from transformers import (
         AutoConfig,
@@ -190,9 +193,14 @@ def build_tiny_model(output: Path, arch: str, seed: int = 0) -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if output.exists():
+        if output.exists() and replace:
             shutil.rmtree(output)
-        staging.rename(output)
+        try:
+            staging.rename(output)
+        except OSError:
+            if replace or not (output / "config.json").exists():
+                raise
+            shutil.rmtree(staging)  # another process finished the same build first: keep theirs
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -204,5 +212,5 @@ def ensure_tiny(name: str) -> Path:
     arch = tiny_arch(name)
     path = tiny_path(arch)
     if not (path / "config.json").exists():
-        build_tiny_model(path, arch, seed=0)
+        build_tiny_model(path, arch, seed=0, replace=False)
     return path
