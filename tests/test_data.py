@@ -29,7 +29,7 @@ EXAMPLES = {
 @pytest.mark.parametrize("fmt", list(EXAMPLES))
 def test_each_format_is_detected_and_normalised(tmp_path: Path, fmt: str) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", EXAMPLES[fmt])
-    data = load_data(DataSection(train=str(path), eval_fraction=0.25), seed=0)
+    data = load_data(DataSection(train=str(path), eval_fraction=0.25), seed=0, method="sft")
     assert data.format == fmt
     assert len(data.train) == 9 and len(data.eval) == 3
     row = data.train[0]
@@ -50,15 +50,15 @@ def test_alpaca_renders_the_alpaca_prompt_with_input() -> None:
 
 def test_declared_format_overrides_detection(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a", "prompt": "p", "completion": "c"}] * 4)
-    assert load_data(DataSection(train=str(path)), seed=0).format == "prompt_completion"
-    assert load_data(DataSection(train=str(path), format="text"), seed=0).format == "text"
+    assert load_data(DataSection(train=str(path)), seed=0, method="sft").format == "prompt_completion"
+    assert load_data(DataSection(train=str(path), format="text"), seed=0, method="sft").format == "text"
 
 
 def test_eval_split_is_seeded(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", EXAMPLES["text"])
-    first = load_data(DataSection(train=str(path), eval_fraction=0.25), seed=1).eval
-    again = load_data(DataSection(train=str(path), eval_fraction=0.25), seed=1).eval
-    other = load_data(DataSection(train=str(path), eval_fraction=0.25), seed=2).eval
+    first = load_data(DataSection(train=str(path), eval_fraction=0.25), seed=1, method="sft").eval
+    again = load_data(DataSection(train=str(path), eval_fraction=0.25), seed=1, method="sft").eval
+    other = load_data(DataSection(train=str(path), eval_fraction=0.25), seed=2, method="sft").eval
     assert first == again and first != other
 
 
@@ -76,7 +76,7 @@ def test_csv_parquet_json_and_disk_sources(tmp_path: Path) -> None:
     (tmp_path / "d.json").write_text(json.dumps(rows))
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "disk"))
     for source in ("d.csv", "d.parquet", "d.json", "disk"):
-        data = load_data(DataSection(train=str(tmp_path / source), eval_fraction=0), seed=0)
+        data = load_data(DataSection(train=str(tmp_path / source), eval_fraction=0), seed=0, method="sft")
         assert data.format == "prompt_completion" and len(data.train) == len(rows), source
 
 
@@ -97,7 +97,7 @@ def test_csv_parquet_json_and_disk_sources(tmp_path: Path) -> None:
 def test_bad_rows_name_file_row_and_field(tmp_path: Path, rows: list[dict], expected: str) -> None:
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(DataError) as caught:
-        load_data(DataSection(train=str(path)), seed=0)
+        load_data(DataSection(train=str(path)), seed=0, method="sft")
     assert str(path) in str(caught.value) and expected in str(caught.value)
 
 
@@ -105,21 +105,21 @@ def test_invalid_json_line_is_named(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "a"}\n{"text": oops}\n')
     with pytest.raises(DataError, match="line 2: invalid JSON"):
-        load_data(DataSection(train=str(path)), seed=0)
+        load_data(DataSection(train=str(path)), seed=0, method="sft")
 
 
 def test_csv_rows_are_numbered_as_a_spreadsheet_shows_them(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("prompt,completion\na,b\nc,\n")
     with pytest.raises(DataError, match=r"row 3: field 'completion': empty"):
-        load_data(DataSection(train=str(path)), seed=0)
+        load_data(DataSection(train=str(path)), seed=0, method="sft")
 
 
 def test_missing_file_and_offline_hub_dataset(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="data file not found"):
-        load_data(DataSection(train=str(tmp_path / "nope.jsonl")), seed=0)
+        load_data(DataSection(train=str(tmp_path / "nope.jsonl")), seed=0, method="sft")
     with pytest.raises(DataError, match="cannot load dataset 'someone/not-here'"):
-        load_data(DataSection(train="someone/not-here"), seed=0)
+        load_data(DataSection(train="someone/not-here"), seed=0, method="sft")
 
 
 def test_sft_bad_data_exits_2_before_writing_the_run_folder(cli, tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ class Report:
 def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     location, preview = _locate_model(recipe.model.name_or_path)
     try:
-        data = load_data(recipe.data, recipe.training.seed)
+        data = load_data(recipe.data, recipe.training.seed, recipe.method)
     except DataError as err:
         if not _is_hub_dataset(recipe.data.train):
             raise

@@ -1,22 +1,31 @@
 """Load models and tokenizers from a local folder, a Hub id or `tiny:ARCH`, in the recipe's precision.
 
     >>> from tunekit.config.schema import ModelSection
-    >>> model, tokenizer = load_causal_lm(ModelSection(name_or_path="tiny:llama"))  # doctest: +SKIP
+    >>> model, tokenizer = load_model(ModelSection(name_or_path="tiny:llama"))  # doctest: +SKIP
 
 Imports torch and transformers: used by the training commands only.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedTokenizerBase,
+)
 
-from tunekit.config.schema import ModelSection
+from tunekit.config.schema import AdapterSection, ModelSection
 from tunekit.errors import UserError
 from tunekit.tiny import ensure_tiny, is_tiny_ref
+
+HEADS = {"causal-lm": AutoModelForCausalLM, "score": AutoModelForSequenceClassification}
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -27,8 +36,8 @@ def resolve_model_path(name: str) -> str:
         return str(ensure_tiny(name).resolve())
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").exists():
-            raise UserError(f"model folder {name} has no config.json")
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            raise UserError(f"model folder {name} has neither config.json nor adapter_config.json")
         return str(path.resolve())
     if name.startswith((".", "/", "~")):
         raise UserError(f"model folder not found: {name}")
@@ -65,8 +74,31 @@ def load_tokenizer(path: str, section: ModelSection) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_causal_lm(section: ModelSection, dtype: torch.dtype | None = None) -> tuple[Any, PreTrainedTokenizerBase]:
+def adapter_base(path: str) -> str | None:
+    """The base model a peft adapter folder names, or None when `path` is not an adapter."""
+    config = Path(path) / "adapter_config.json"
+    if not config.exists():
+        return None
+    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"adapter {path} does not record its base model (base_model_name_or_path)")
+    if base.startswith((".", "/", "~")) and not Path(base).expanduser().exists():
+        raise UserError(f"adapter {path} names base model {base}, which does not exist here")
+    return base
+
+
+def load_model(
+    section: ModelSection,
+    adapter: AdapterSection | None = None,
+    head: str = "causal-lm",
+    dtype: torch.dtype | None = None,
+    gradient_checkpointing: bool = False,
+) -> tuple[Any, PreTrainedTokenizerBase]:
+    """Model and tokenizer for training. A quantised base gets peft's k-bit preparation (fp32 norms,
+    input grads); an adapter folder is merged into its base, or with `adapter.existing: continue`
+    comes back as a trainable PeftModel."""
     path = resolve_model_path(section.name_or_path)
+    base = adapter_base(path)
     tokenizer = load_tokenizer(path, section)
     kwargs: dict[str, Any] = {"dtype": dtype or resolve_dtype(section.dtype)}
     quant = quantization_config(section)
@@ -75,10 +107,35 @@ def load_causal_lm(section: ModelSection, dtype: torch.dtype | None = None) -> t
         kwargs["device_map"] = {"": _default_device()}
     if section.attn_implementation:
         kwargs["attn_implementation"] = section.attn_implementation
-    model = _from_pretrained(AutoModelForCausalLM, path, section, **kwargs)
+    if head == "score":
+        kwargs.update(num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    model = _from_pretrained(HEADS[head], base or path, section, **kwargs)
     if getattr(model.config, "is_encoder_decoder", False):
-        raise UserError(f"{section.name_or_path} is an encoder-decoder model; tunekit sft needs a decoder-only model here")
+        raise UserError(f"{section.name_or_path} is an encoder-decoder model; this command needs a decoder-only model")
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    if base is not None:
+        model = _apply_adapter(model, path, section, adapter)
     return model, tokenizer
+
+
+def _apply_adapter(model: Any, path: str, section: ModelSection, adapter: AdapterSection | None) -> Any:
+    from peft import PeftModel
+
+    if adapter is not None and adapter.existing == "continue":
+        if adapter.type == "none":
+            raise UserError("adapter.existing: continue trains the adapter in model.name_or_path; set adapter.type to lora or qlora")
+        return PeftModel.from_pretrained(model, path, is_trainable=True)
+    if section.quantization != "none":
+        raise UserError(
+            f"{section.name_or_path} is an adapter: merging it into a {section.quantization} base would lose "
+            "precision; merge it first (tunekit merge) or set adapter.existing: continue"
+        )
+    merged = PeftModel.from_pretrained(model, path).merge_and_unload()
+    merged.requires_grad_(True)  # peft froze the base while the adapter sat on it
+    return merged
 
 
 def _default_device() -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, prepare_model_for_kbit_training
+from peft import LoraConfig
 from transformers import TrainerCallback
 
 from tunekit.config.schema import AdapterSection, Recipe
@@ -29,8 +29,9 @@ OPTIMIZERS = {
 }
 
 
-def lora_config(adapter: AdapterSection, task_type: str = "CAUSAL_LM") -> LoraConfig | None:
-    if adapter.type not in ("lora", "qlora"):
+def lora_config(adapter: AdapterSection, model: Any = None, task_type: str = "CAUSAL_LM") -> LoraConfig | None:
+    """A new LoRA for the recipe; None for full fine-tuning or when `model` already carries the adapter to train."""
+    if adapter.type not in ("lora", "qlora") or _is_peft(model):
         return None
     return LoraConfig(
         r=adapter.r,
@@ -42,13 +43,8 @@ def lora_config(adapter: AdapterSection, task_type: str = "CAUSAL_LM") -> LoraCo
     )
 
 
-def prepare_quantized(model: Any, recipe: Recipe) -> Any:
-    """peft's k-bit preparation (fp32 norms, input grads) for a quantised base; a no-op otherwise."""
-    if recipe.model.quantization == "none":
-        return model
-    return prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=recipe.training.gradient_checkpointing
-    )
+def _is_peft(model: Any) -> bool:
+    return model is not None and hasattr(model, "peft_config")
 
 
 def check_environment(recipe: Recipe) -> None:

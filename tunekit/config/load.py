@@ -102,8 +102,10 @@ def _check_override_path(parts: list[str], override: str) -> None:
 
 
 def _section_model(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
+    """The section model behind `Section` or `Section | None`; None for plain values."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
     return None
 
 
@@ -161,15 +163,17 @@ def _siblings(loc: tuple[str, ...]) -> list[str]:
 
 
 def _allowed_values(loc: tuple[str, ...]) -> list[str]:
+    loc = tuple(part for part in loc if not part.isdigit())  # list items: dpo.loss_type.0 -> dpo.loss_type
     parent = _model_at(loc[:-1])
     if parent is None or loc[-1] not in parent.model_fields:
         return []
-    annotation = parent.model_fields[loc[-1]].annotation
-    literals: list[str] = []
-    for arg in (annotation, *typing.get_args(annotation)):
-        if typing.get_origin(arg) is typing.Literal:
-            literals.extend(str(v) for v in typing.get_args(arg))
-    return literals
+    return _literals(parent.model_fields[loc[-1]].annotation)
+
+
+def _literals(annotation: Any) -> list[str]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(v) for v in typing.get_args(annotation)]
+    return [value for arg in typing.get_args(annotation) for value in _literals(arg)]
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:

@@ -19,6 +19,8 @@ BEGIN, END = "<!-- recipe-reference:begin -->", "<!-- recipe-reference:end -->"
 def _type(annotation: Any) -> str:
     if typing.get_origin(annotation) is typing.Literal:
         return " \\| ".join(str(v) for v in typing.get_args(annotation))
+    if typing.get_origin(annotation) is list:
+        return f"list of ({_type(typing.get_args(annotation)[0])})"
     args = typing.get_args(annotation)
     if args:
         return " or ".join(_type(a) for a in args if a is not type(None)) + (" or null" if type(None) in args else "")

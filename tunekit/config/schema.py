@@ -54,9 +54,16 @@ class AdapterSection(Section):
         "all-linear", description="Module names to adapt, or `all-linear`."
     )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
+    existing: Literal["merge", "continue"] = Field(
+        "merge",
+        description="When `model.name_or_path` is an adapter (e.g. an SFT run's final/): merge it into its base "
+        "and start anew, or continue training it (LoRA/QLoRA only).",
+    )
 
 
-DataFormat = Literal["auto", "text", "prompt_completion", "messages", "alpaca", "sharegpt"]
+DataFormat = Literal[
+    "auto", "text", "prompt_completion", "messages", "alpaca", "sharegpt", "preference", "unpaired"
+]
 
 
 class DataSection(Section):
@@ -109,7 +116,61 @@ class TrainingSection(Section):
     report_to: Literal["none", "tensorboard"] = Field("none", description="Also log to TensorBoard.")
 
 
-Method = Literal["sft"]
+DPO_LOSSES = Literal[
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+]
+
+
+class DPOSection(Section):
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference (KL weight).")
+    loss_type: list[DPO_LOSSES] = Field(
+        ["sigmoid"], description="trl's DPO loss, or a list of them combined (e.g. MPO); a single name is fine."
+    )
+    loss_weights: list[float] | None = Field(None, description="Weights of a list of losses.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed label noise (robust/cDPO).")
+    reference: str | None = Field(
+        None, description="Reference model folder or Hub id; default: the starting model (adapter disabled with LoRA)."
+    )
+    truncation: Literal["keep_start", "keep_end"] = Field(
+        "keep_start", description="Which end of prompt+completion to keep past data.max_length."
+    )
+
+    @field_validator("loss_type", mode="before")
+    @classmethod
+    def _one_name_is_a_list(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+class RewardSection(Section):
+    center_rewards_coefficient: float | None = Field(
+        None, ge=0, description="Pull mean reward towards 0 (e.g. 0.01); null: off."
+    )
+
+
+class ORPOSection(Section):
+    beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term (lambda in the paper).")
+
+
+class KTOSection(Section):
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference.")
+    desirable_weight: float = Field(1.0, gt=0, description="Loss weight of desirable examples.")
+    undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of undesirable examples.")
+
+
+class SimPOSection(Section):
+    beta: float = Field(2.0, gt=0, description="Reward scale (SimPO paper: 2.0-2.5).")
+    gamma: float = Field(0.5, ge=0, description="Target reward margin, as a fraction of beta (trl's simpo_gamma).")
+
+
+METHOD_SECTIONS: dict[str, type[Section]] = {
+    "dpo": DPOSection,
+    "reward": RewardSection,
+    "orpo": ORPOSection,
+    "kto": KTOSection,
+    "simpo": SimPOSection,
+}
+Method = Literal["sft", "dpo", "reward", "orpo", "kto", "simpo"]
 
 
 class Recipe(Section):
@@ -119,6 +180,20 @@ class Recipe(Section):
     data: DataSection
     training: TrainingSection
     output_dir: str = Field(description="Run folder: recipe.yaml, metrics.jsonl, summary.json, final/.")
+    dpo: DPOSection | None = Field(None, description="Settings of `tunekit dpo` (defaults apply when absent).")
+    reward: RewardSection | None = Field(None, description="Settings of `tunekit reward`.")
+    orpo: ORPOSection | None = Field(None, description="Settings of `tunekit orpo`.")
+    kto: KTOSection | None = Field(None, description="Settings of `tunekit kto`.")
+    simpo: SimPOSection | None = Field(None, description="Settings of `tunekit simpo`.")
+
+    @model_validator(mode="after")
+    def _method_sections(self) -> Recipe:
+        for name in METHOD_SECTIONS:
+            if getattr(self, name) is not None and name != self.method:
+                raise ValueError(f"{name}: this section is for `method: {name}`, but the recipe's method is {self.method}")
+        if self.method in METHOD_SECTIONS and getattr(self, self.method) is None:
+            setattr(self, self.method, METHOD_SECTIONS[self.method]())
+        return self
 
     @model_validator(mode="after")
     def _quantization_needs_an_adapter(self) -> Recipe:
@@ -137,4 +212,5 @@ SECTIONS: dict[str, type[Section]] = {
     "adapter": AdapterSection,
     "data": DataSection,
     "training": TrainingSection,
+    **METHOD_SECTIONS,
 }

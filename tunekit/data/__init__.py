@@ -1,7 +1,7 @@
 """Training data: read, detect the format, check every row, split off eval. Pure Python (no torch).
 
     >>> from tunekit.config.schema import DataSection
-    >>> data = load_data(DataSection(train="builtin:reversal"), seed=0)
+    >>> data = load_data(DataSection(train="builtin:reversal"), seed=0, method="sft")
     >>> data.format, data.kind, len(data.train) > len(data.eval)
     ('messages', 'messages', True)
 """
@@ -17,6 +17,23 @@ from tunekit.data.formats import check_rows, normalised_kind, resolve_format
 from tunekit.data.sources import read_rows
 from tunekit.errors import DataError
 
+# The row kinds each method trains on (after normalisation); KTO also takes pairs, unpaired on the fly.
+METHOD_KINDS: dict[str, tuple[str, ...]] = {
+    "sft": ("text", "prompt_completion", "messages"),
+    "dpo": ("preference",),
+    "reward": ("preference",),
+    "orpo": ("preference",),
+    "simpo": ("preference",),
+    "kto": ("unpaired", "preference"),
+}
+KIND_FIELDS = {
+    "text": "text",
+    "prompt_completion": "prompt/completion, messages, alpaca or sharegpt",
+    "messages": "messages",
+    "preference": "prompt/chosen/rejected, or chosen/rejected conversations",
+    "unpaired": "prompt/completion/label",
+}
+
 
 @dataclass
 class Data:
@@ -27,9 +44,13 @@ class Data:
     eval_source: str  # where eval rows came from, for messages
 
 
-def load_data(section: DataSection, seed: int) -> Data:
+def load_data(section: DataSection, seed: int, method: str) -> Data:
     raw = read_rows(section.train, section.split)
     fmt = resolve_format(section.format, raw[0][1], section.train)
+    accepted = METHOD_KINDS[method]
+    if normalised_kind(fmt) not in accepted:
+        wanted = "; or ".join(KIND_FIELDS[kind] for kind in accepted)
+        raise DataError(f"{section.train}: format {fmt} does not fit `tunekit {method}`, which needs {wanted}")
     train = check_rows(raw, fmt, section.train)
     if section.eval:
         eval_rows = check_rows(read_rows(section.eval, section.eval_split or section.split), fmt, section.eval)

@@ -11,16 +11,20 @@ Normalised forms, as trl's SFTTrainer takes them:
 - prompt_completion: `{"prompt": str | messages, "completion": str | messages}`; alpaca becomes this,
   rendered with the classic Alpaca prompt so it works on models without a chat template.
 - messages: `{"messages": [{"role", "content"}, ...]}`; sharegpt becomes this.
+- preference: `{"prompt", "chosen", "rejected"}` (strings, or message lists); an implicit prompt (two
+  conversations sharing their first turns, or Anthropic-HH "Human:"/"Assistant:" text) is split off.
+- unpaired: `{"prompt", "completion", "label": bool}` (KTO).
 Pure Python: no torch, no datasets.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tunekit.errors import DataError
 
-FORMATS = ("text", "prompt_completion", "messages", "alpaca", "sharegpt")
+FORMATS = ("text", "prompt_completion", "messages", "alpaca", "sharegpt", "preference", "unpaired")
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {
     "system": "system",
@@ -43,6 +47,8 @@ _SIGNATURES: list[tuple[str, tuple[str, ...]]] = [
     ("messages", ("messages",)),
     ("sharegpt", ("conversations",)),
     ("alpaca", ("instruction", "output")),
+    ("preference", ("chosen", "rejected")),
+    ("unpaired", ("prompt", "completion", "label")),
     ("prompt_completion", ("prompt", "completion")),
     ("text", ("text",)),
 ]
@@ -84,6 +90,10 @@ def normalise(row: dict[str, Any], fmt: str) -> dict[str, Any]:
         return {"messages": _messages(row.get("messages"), "messages")}
     if fmt == "sharegpt":
         return {"messages": _sharegpt(row.get("conversations"))}
+    if fmt == "preference":
+        return _preference(row)
+    if fmt == "unpaired":
+        return _unpaired(row)
     raise ValueError(f"unknown format {fmt!r}")
 
 
@@ -153,6 +163,72 @@ def _sharegpt(value: Any) -> list[dict[str, str]]:
             raise RowError(f"{where}.value", "missing or not a string")
         turns.append({"role": SHAREGPT_ROLES[speaker], "content": turn["value"]})
     return _messages(turns, "conversations")
+
+
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def _preference(row: dict[str, Any]) -> dict[str, Any]:
+    if "prompt" in row and row["prompt"] is not None:
+        prompt = _string_or_messages(row, "prompt")
+        conversational = isinstance(prompt, list)
+        chosen, rejected = (_completion(row, field, conversational) for field in ("chosen", "rejected"))
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        if not (HH_TURN.search(chosen) and HH_TURN.search(rejected)):
+            raise RowError(
+                "prompt", "missing: chosen/rejected strings need a prompt field, or Anthropic-HH "
+                "'\\n\\nHuman: ... \\n\\nAssistant: ...' turns"
+            )
+        chosen, rejected = _hh_messages(chosen, "chosen"), _hh_messages(rejected, "rejected")
+    else:
+        chosen = _messages(chosen, "chosen")
+        rejected = _messages(rejected, "rejected")
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+        shared += 1
+    if shared == 0 or chosen[shared]["role"] != "assistant" or rejected[shared]["role"] != "assistant":
+        raise RowError("chosen", "chosen and rejected must share their opening turns and then differ in an assistant turn")
+    return {"prompt": chosen[:shared], "chosen": chosen[shared:], "rejected": rejected[shared:]}
+
+
+def _completion(row: dict[str, Any], field: str, conversational: bool) -> str | list[dict[str, str]]:
+    if conversational:
+        if not isinstance(row.get(field), list):
+            raise RowError(field, "expected a list of messages, as the prompt is one")
+        return _messages(row[field], field)
+    return _string(row, field)
+
+
+def _hh_messages(text: str, field: str) -> list[dict[str, str]]:
+    parts = HH_TURN.split(text)
+    if parts[0].strip():
+        raise RowError(field, "text before the first 'Human:' turn")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [{"role": roles[speaker], "content": content.strip()} for speaker, content in zip(parts[1::2], parts[2::2])]
+
+
+def _unpaired(row: dict[str, Any]) -> dict[str, Any]:
+    prompt = _string_or_messages(row, "prompt")
+    completion = _completion(row, "completion", isinstance(prompt, list))
+    label = row.get("label")
+    if isinstance(label, str) and label.lower() in ("true", "false"):
+        label = label.lower() == "true"
+    if label in (0, 1) and not isinstance(label, float):
+        label = bool(label)
+    if not isinstance(label, bool):
+        raise RowError("label", f"expected true (desirable) or false (undesirable), got {label!r}")
+    return {"prompt": prompt, "completion": completion, "label": label}
+
+
+def unpair(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Preference pairs as KTO rows: chosen is desirable, rejected is not."""
+    out = []
+    for row in rows:
+        out.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
+        out.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
+    return out
 
 
 def check_rows(rows: list[tuple[int, dict[str, Any]]], fmt: str, source: str) -> list[dict[str, Any]]:

@@ -1,0 +1,151 @@
+"""The part every training method shares: checks before writing anything, then eval -> train -> eval -> save.
+
+    setup = prepare(recipe, overwrite)                  # data, model, tokenizer, run folder
+    trainer = SomeTrlTrainer(model=setup.model, ...)    # the method's own part
+    return fit(trainer, setup, report, {"eval_loss": "eval_loss"})
+
+`fit` writes `summary.json` with PRODUCT.md's keys plus `<name>_before` / `<name>_after` for each
+eval figure the method names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunekit.config import Recipe
+from tunekit.data import Data, load_data
+from tunekit.errors import UserError
+from tunekit.run import check_run_dir, prepare_run_dir, write_summary
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class Setup:
+    recipe: Recipe
+    data: Data
+    model: Any
+    tokenizer: Any
+    out: Path
+    dtype: Any  # torch.dtype the run computes in
+
+
+def prepare(recipe: Recipe, overwrite: bool, head: str = "causal-lm") -> Setup:
+    """Every check that can fail on the user's input runs here, before the run folder is written."""
+    check_run_dir(recipe, overwrite)
+    data = load_data(recipe.data, recipe.training.seed, recipe.method)
+
+    from tunekit.models import load_model, resolve_dtype
+    from tunekit.quiet import quiet_libraries
+    from tunekit.training import check_environment
+
+    quiet_libraries()
+    check_environment(recipe)
+    # The grad scaler cannot step fp16 weights: full fine-tuning in fp16 keeps fp32 weights under autocast.
+    full_fp16 = recipe.model.dtype == "fp16" and recipe.adapter.type == "none"
+    model, tokenizer = load_model(
+        recipe.model,
+        recipe.adapter,
+        head=head,
+        dtype=resolve_dtype("fp32") if full_fp16 else None,
+        gradient_checkpointing=recipe.training.gradient_checkpointing,
+    )
+    if is_conversational(data) and not tokenizer.chat_template:
+        raise UserError(
+            f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages "
+            f"(format {data.format}); use a model with a chat template, or plain-text prompts"
+        )
+    out = prepare_run_dir(recipe, overwrite)
+    return Setup(recipe, data, model, tokenizer, out, resolve_dtype(recipe.model.dtype))
+
+
+def is_conversational(data: Data) -> bool:
+    first = data.train[0]
+    return "messages" in first or isinstance(first.get("prompt"), list)
+
+
+def fit(
+    trainer: Any,
+    setup: Setup,
+    report: Report,
+    figures: dict[str, str],
+    extra_eval: Callable[[], dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Evaluate, train, evaluate, save `final/`, write summary.json; `figures` maps summary name -> trl metric."""
+    from tunekit.training import count_parameters, replace_printers
+
+    recipe, data, out = setup.recipe, setup.data, setup.out
+    replace_printers(trainer)
+    total, trainable = count_parameters(trainer.model)
+    report(_plan(recipe, data, total, trainable, trainer.args.max_steps, out))
+
+    before = _evaluate(trainer, figures, extra_eval) if data.eval else {}
+    if before:
+        report("before training: " + _figures_line(before))
+    started = time.perf_counter()
+    result = trainer.train()
+    runtime = time.perf_counter() - started
+    after = _evaluate(trainer, figures, extra_eval) if data.eval else {}
+
+    final = out / "final"
+    trainer.save_model(str(final))
+    setup.tokenizer.save_pretrained(str(final))
+
+    tokens = int(trainer.state.num_input_tokens_seen)
+    summary: dict[str, Any] = {
+        "method": recipe.method,
+        "adapter": recipe.adapter.type,
+        "model": recipe.model.name_or_path,
+        "data_format": data.format,
+        "total_parameters": total,
+        "trainable_parameters": trainable,
+        "steps": trainer.state.global_step,
+        "runtime_seconds": round(runtime, 3),
+        "train_loss": result.training_loss,
+        "train_tokens": tokens,
+        "train_tokens_per_second": round(tokens / runtime, 2),
+        "world_size": trainer.args.world_size,
+    }
+    if data.eval:
+        summary["eval_examples"] = len(data.eval)
+        for name in before:
+            summary[f"{name}_before"] = before[name]
+            summary[f"{name}_after"] = after[name]
+    if trainer.is_world_process_zero():
+        write_summary(out, summary)
+    report(f"done in {runtime:.1f}s: {summary['steps']} steps, train loss {summary['train_loss']:.4f}, "
+           f"{summary['train_tokens_per_second']:,.0f} tokens/s")
+    if after:
+        report("after training: " + _figures_line(after))
+    report(f"saved {final}")
+    return summary
+
+
+def _evaluate(trainer: Any, figures: dict[str, str], extra_eval: Callable[[], dict[str, float]] | None) -> dict:
+    metrics = trainer.evaluate(metric_key_prefix="eval")
+    missing = [key for key in figures.values() if key not in metrics]
+    if missing:
+        raise AssertionError(f"the trainer reported no {missing}; it reported {sorted(metrics)}")
+    found = {name: float(metrics[key]) for name, key in figures.items()}
+    if extra_eval is not None:
+        found.update(extra_eval())
+    return found
+
+
+def _figures_line(figures: dict[str, float]) -> str:
+    return ", ".join(f"{name.removeprefix('eval_').replace('_', ' ')} {value:.4f}" for name, value in figures.items())
+
+
+def _plan(recipe: Recipe, data: Data, total: int, trainable: int, steps: int, out: Path) -> str:
+    share = 100 * trainable / max(total, 1)
+    eval_part = f", {len(data.eval)} eval ({data.eval_source})" if data.eval else ", no eval"
+    return (
+        f"tunekit {recipe.method}: {recipe.model.name_or_path} [{recipe.adapter.type}] "
+        f"{total:,} parameters, {trainable:,} trainable ({share:.2f}%)\n"
+        f"  data: {recipe.data.train} ({data.format}) {len(data.train)} train{eval_part}\n"
+        f"  {steps if steps > 0 else 'epoch-based'} steps -> {out}"
+    )
