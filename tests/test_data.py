@@ -177,4 +177,4 @@ def test_validate_shows_marked_examples_and_length_stats(cli) -> None:
     assert result.code == 0, result.err
     assert "[[" in result.out and "<|end|>]]" in result.out
     assert "tokens per example: min" in result.out
-    assert "examples exceed data.max_length=20" in result.out and "truncation: 0 of" not in result.out
+    assert "sequences exceed data.max_length=20" in result.out and "truncation: 0 of" not in result.out

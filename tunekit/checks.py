@@ -26,8 +26,8 @@ MAX_ROWS_MEASURED = 20_000  # token statistics over at most this many rows (a se
 
 @dataclass
 class LengthStats:
-    measured: int
-    total: int
+    measured: int  # sequences measured (a preference pair gives two)
+    sampled_from: int | None  # rows in the data when the measured ones are a sample of them
     min: int
     median: float
     p95: int
@@ -43,6 +43,7 @@ class Report:
     model_location: str
     data: Data | None  # None when Hub data cannot be read offline
     examples: list[Rendered] = field(default_factory=list)
+    example_labels: list[str] = field(default_factory=list)  # "" or chosen / rejected / desirable ...
     stats: LengthStats | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -69,10 +70,29 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
         raise UserError(
             f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages"
         )
-    rendered = [preview.render(row, data.kind, recipe.data.train_on) for row in _sample(data.train)]
+    rendered, labels = [], []
+    for row in _sample(data.train):
+        for label, kind, part in _trained_sequences(row, data.kind):
+            rendered.append(preview.render(part, kind, recipe.data.train_on))
+            labels.append(label)
     report.examples = rendered[:examples]
-    report.stats = _length_stats(rendered, len(data.train), recipe.data.max_length)
+    report.example_labels = labels[:examples]
+    sampled = len(data.train) > MAX_ROWS_MEASURED
+    report.stats = _length_stats(rendered, None if not sampled else len(data.train), recipe.data.max_length)
     return report
+
+
+def _trained_sequences(row: dict, kind: str) -> list[tuple[str, str, dict]]:
+    """The sequences a row becomes in training: one, or a chosen and a rejected one for a pair."""
+    if kind == "preference":
+        return [
+            (side, "prompt_completion", {"prompt": row["prompt"], "completion": row[side]})
+            for side in ("chosen", "rejected")
+        ]
+    if kind == "unpaired":
+        label = "desirable" if row["label"] else "undesirable"
+        return [(label, "prompt_completion", {"prompt": row["prompt"], "completion": row["completion"]})]
+    return [("", kind, row)]
 
 
 def _locate_model(name: str) -> tuple[str, Preview | None]:
@@ -119,12 +139,13 @@ def _sample(rows: list[dict]) -> list[dict]:
     return random.Random(0).sample(rows, MAX_ROWS_MEASURED)
 
 
-def _length_stats(rendered: list[Rendered], total: int, max_length: int) -> LengthStats:
+def _length_stats(rendered: list[Rendered], sampled_from: int | None, max_length: int) -> LengthStats:
+    """Statistics over the rendered sequences; `sampled_from` is the row count when they are a sample."""
     lengths = sorted(len(r.ids) for r in rendered)
     no_loss = sum(1 for r in rendered if r.loss_tokens and not any(r.mask[:max_length]))
     return LengthStats(
         measured=len(lengths),
-        total=total,
+        sampled_from=sampled_from,
         min=lengths[0],
         median=statistics.median(lengths),
         p95=lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))],

@@ -23,7 +23,7 @@ from tunekit.errors import UserError
 
 TINY_PREFIX = "tiny:"
 # Bump when the tokenizer or a config below changes, so cached builds are not reused.
-TINY_VERSION = 1
+TINY_VERSION = 2
 VOCAB_SIZE = 1024
 
 PAD, BOS, EOS, UNK = "<|pad|>", "<|bos|>", "<|end|>", "<|unk|>"
@@ -32,17 +32,20 @@ MASK, SEP, CLS = "<|mask|>", "<|sep|>", "<|cls|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, *ROLE_TOKENS, MASK, SEP, CLS]  # ids 0..9, in this order
 
 # `{% generation %}` marks the tokens that carry loss under assistant-only training; the
-# end-of-turn token sits inside it so the model learns to stop.
+# end-of-turn token sits inside it so the model learns to stop. A space (not a newline) follows each
+# role marker, so a message's first word is the same `Ġword` token as anywhere else in the text and
+# tiny models can relate words in answers to words in prompts. For the assistant the space opens the
+# generated part: the generation prompt ends on `<|assistant|>`, never on a lone space token.
 CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{%- if message['role'] == 'assistant' %}"
-    "{{- '<|assistant|>\\n' }}{% generation %}{{- message['content'] + '<|end|>' }}{% endgeneration %}"
+    "{{- '<|assistant|>' }}{% generation %}{{- ' ' + message['content'] + '<|end|>' }}{% endgeneration %}"
     "{{- '\\n' }}"
     "{%- else %}"
-    "{{- '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{{- '<|' + message['role'] + '|> ' + message['content'] + '<|end|>\\n' }}"
     "{%- endif %}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|assistant|>\\n' }}{%- endif %}"
+    "{%- if add_generation_prompt %}{{- '<|assistant|>' }}{%- endif %}"
 )
 
 _COMMON = {"vocab_size": VOCAB_SIZE, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
@@ -160,7 +163,7 @@ def _corpus() -> list[str]:
     words = resources.files("tunekit.datasets").joinpath("words.txt").read_text().split()
     lines = [" ".join(words[i : i + 8]) for i in range(0, len(words), 4)]
     lines += [f"{w} {w.capitalize()} {w}s {w}." for w in words]
-    lines += ["Reverse the words: Reverse these words: Answer: Question: You are a helpful assistant."] * 4
+    lines += [" Reverse the words: Reverse these words: Answer: Question: You are a helpful assistant."] * 4
     return lines
 
 

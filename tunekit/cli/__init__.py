@@ -16,7 +16,7 @@ import sys
 import typer
 
 from tunekit import __version__
-from tunekit.cli import recipes, tiny, train, validate
+from tunekit.cli import recipes, score, tiny, train, use, validate
 from tunekit.errors import UserError
 
 app = typer.Typer(
@@ -46,6 +46,8 @@ train.register(app)
 validate.register(app)
 recipes.register(app)
 tiny.register(app)
+use.register(app)
+score.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,16 @@
-"""Training commands: `tunekit sft RECIPE [key.sub=value ...]`.
+"""Training commands: `tunekit sft|dpo|reward|orpo|kto|simpo RECIPE [key.sub=value ...]`.
 
     $ tunekit sft recipes/tiny/sft-lora.yaml training.max_steps=20 output_dir=runs/try --overwrite
+    $ tunekit dpo recipes/tiny/dpo.yaml
+
+Each command loads and validates the recipe, checks it is meant for this command, and runs
+`tunekit.methods.<name>.run`.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -15,20 +21,29 @@ RECIPE = typer.Argument(..., help="Recipe YAML file (see `tunekit recipes list`)
 OVERRIDES = typer.Argument(None, help="Overrides such as training.max_steps=50 adapter.type=lora.", show_default=False)
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing, non-empty output_dir.")
 
+METHODS = {
+    "sft": "Supervised fine-tuning of a decoder-only model: full, LoRA or QLoRA.",
+    "dpo": "Direct Preference Optimisation on prompt/chosen/rejected pairs.",
+    "reward": "Train a reward model (one score per sequence) on preference pairs.",
+    "orpo": "ORPO: SFT and preference alignment in one step, no reference model (experimental in trl).",
+    "kto": "KTO on unpaired desirable/undesirable completions (or pairs, unpaired on the fly).",
+    "simpo": "SimPO: length-normalised, reference-free preference optimisation (trl's CPO, experimental).",
+}
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def sft(recipe: Path = RECIPE, overrides: list[str] | None = OVERRIDES, overwrite: bool = OVERWRITE) -> None:
-        """Supervised fine-tuning of a decoder-only model: full, LoRA or QLoRA."""
+
+def _command(method: str) -> Callable[..., None]:
+    def train(recipe: Path = RECIPE, overrides: list[str] | None = OVERRIDES, overwrite: bool = OVERWRITE) -> None:
         from tunekit.config import load_recipe
 
         loaded = load_recipe(recipe, overrides)
-        _check_method(loaded.method, "sft", recipe)
-        from tunekit.methods import sft as method
+        if loaded.method != method:
+            raise UserError(f"{recipe} is a recipe for `tunekit {loaded.method}`, not `tunekit {method}`")
+        module = importlib.import_module(f"tunekit.methods.{method}")
+        module.run(loaded, overwrite=overwrite, report=typer.echo)
 
-        method.run(loaded, overwrite=overwrite, report=typer.echo)
+    return train
 
 
-def _check_method(method: str, command: str, path: Path) -> None:
-    if method != command:
-        raise UserError(f"{path} is a recipe for `tunekit {method}`, not `tunekit {command}`")
+def register(app: typer.Typer) -> None:
+    for method, summary in METHODS.items():
+        app.command(name=method, help=summary)(_command(method))

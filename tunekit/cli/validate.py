@@ -36,14 +36,16 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"eval: {len(data.eval)} rows from {data.eval_source}")
         for note in report.notes:
             typer.echo(f"note: {note}")
-        for i, shown in enumerate(report.examples, start=1):
-            typer.echo(f"\nexample {i} ({len(shown.ids)} tokens, {shown.loss_tokens} carry loss, inside {LOSS_OPEN} {LOSS_CLOSE}):")
+        for i, (shown, label) in enumerate(zip(report.examples, report.example_labels), start=1):
+            kind = f", {label}" if label else ""
+            typer.echo(f"\nexample {i}{kind} ({len(shown.ids)} tokens, {shown.loss_tokens} carry loss, "
+                       f"inside {LOSS_OPEN} {LOSS_CLOSE}):")
             typer.echo(_marked(shown.text, shown.spans).rstrip("\n"))
         if report.stats:
             s = report.stats
-            sampled = "" if s.measured == s.total else f" (a sample of {s.measured:,})"
+            sampled = "" if s.sampled_from is None else f" (a sample of {s.sampled_from:,} rows)"
             typer.echo(f"\ntokens per example{sampled}: min {s.min}, median {s.median:g}, p95 {s.p95}, max {s.max}")
-            typer.echo(f"truncation: {s.truncated:,} of {s.measured:,} examples exceed data.max_length={s.max_length}"
+            typer.echo(f"truncation: {s.truncated:,} of {s.measured:,} sequences exceed data.max_length={s.max_length}"
                        + (f"; {s.no_loss:,} would lose every loss-carrying token" if s.no_loss else ""))
         typer.echo("\nok")
 
@@ -51,7 +53,7 @@ def register(app: typer.Typer) -> None:
 def _loss_on(train_on: str, kind: str) -> str:
     if train_on == "all":
         return "every token"
-    return {"messages": "assistant turns", "prompt_completion": "completions", "text": "every token"}[kind]
+    return {"messages": "assistant turns", "text": "every token"}.get(kind, "completions")
 
 
 def _marked(text: str, spans: list[tuple[int, int]]) -> str:

@@ -106,10 +106,10 @@ def fit(
         "steps": trainer.state.global_step,
         "runtime_seconds": round(runtime, 3),
         "train_loss": result.training_loss,
-        "train_tokens": tokens,
-        "train_tokens_per_second": round(tokens / runtime, 2),
         "world_size": trainer.args.world_size,
     }
+    if tokens:  # trainers whose batches carry no `input_ids` (ORPO, CPO) are not counted by transformers
+        summary.update(train_tokens=tokens, train_tokens_per_second=round(tokens / runtime, 2))
     if data.eval:
         summary["eval_examples"] = len(data.eval)
         for name in before:
@@ -117,8 +117,8 @@ def fit(
             summary[f"{name}_after"] = after[name]
     if trainer.is_world_process_zero():
         write_summary(out, summary)
-    report(f"done in {runtime:.1f}s: {summary['steps']} steps, train loss {summary['train_loss']:.4f}, "
-           f"{summary['train_tokens_per_second']:,.0f} tokens/s")
+    speed = f", {summary['train_tokens_per_second']:,.0f} tokens/s" if tokens else ""
+    report(f"done in {runtime:.1f}s: {summary['steps']} steps, train loss {summary['train_loss']:.4f}{speed}")
     if after:
         report("after training: " + _figures_line(after))
     report(f"saved {final}")

@@ -1,0 +1,62 @@
+"""Direct Preference Optimisation through trl's DPOTrainer.
+
+    $ tunekit dpo recipes/tiny/dpo.yaml dpo.beta=0.2
+
+With LoRA/QLoRA the reference is the base with the adapter disabled (no second copy in memory); with
+full fine-tuning trl loads a frozen copy of the starting model, or `dpo.reference` names another.
+summary.json adds `eval_reward_accuracy_*` and `eval_reward_margin_*` (trl's implicit rewards: all
+zero before training, where policy and reference agree) and `eval_preference_accuracy_*`
+(reference-free, see tunekit.preference).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunekit.config import Recipe
+from tunekit.methods.common import Report, fit, prepare
+
+FIGURES = {"eval_reward_accuracy": "eval_rewards/accuracies", "eval_reward_margin": "eval_rewards/margins"}
+
+
+def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
+    setup = prepare(recipe, overwrite)
+    data, settings = setup.data, recipe.dpo
+    assert settings is not None  # the schema fills it for method dpo
+
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from tunekit.models import load_model
+    from tunekit.preference import preference_accuracy
+    from tunekit.training import callbacks, lora_config, trainer_kwargs
+
+    reference = None
+    if settings.reference:
+        reference_section = recipe.model.model_copy(update={"name_or_path": settings.reference})
+        reference, _ = load_model(reference_section)
+        reference.requires_grad_(False)
+    config = DPOConfig(
+        **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(data.eval)),
+        max_length=recipe.data.max_length,
+        truncation_mode=settings.truncation,
+        beta=settings.beta,
+        loss_type=settings.loss_type,
+        loss_weights=settings.loss_weights,
+        label_smoothing=settings.label_smoothing,
+    )
+    trainer = DPOTrainer(
+        model=setup.model,
+        ref_model=reference,
+        args=config,
+        train_dataset=Dataset.from_list(data.train),
+        eval_dataset=Dataset.from_list(data.eval) if data.eval else None,
+        processing_class=setup.tokenizer,
+        peft_config=lora_config(recipe.adapter, setup.model),
+        callbacks=callbacks(recipe, setup.out),
+    )
+
+    def held_out() -> dict[str, float]:
+        return {"eval_preference_accuracy": preference_accuracy(trainer.model, setup.tokenizer, data.eval)}
+
+    return fit(trainer, setup, report, FIGURES, extra_eval=held_out)

@@ -1,0 +1,43 @@
+"""Reward models: a one-score sequence-classification head trained on preference pairs (trl's RewardTrainer).
+
+    $ tunekit reward recipes/tiny/reward.yaml
+    $ tunekit score runs/tiny-reward/final --data pairs.jsonl
+
+Full, LoRA or QLoRA. summary.json adds `eval_accuracy_*` (held-out pairs where chosen outscores
+rejected) and `eval_margin_*` (mean chosen - rejected score). `final/` is what `tunekit ppo` and
+`tunekit score` load. Pairs longer than data.max_length are dropped by trl, not truncated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunekit.config import Recipe
+from tunekit.methods.common import Report, fit, prepare
+
+
+def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
+    setup = prepare(recipe, overwrite, head="score")
+    data, settings = setup.data, recipe.reward
+    assert settings is not None
+
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    from tunekit.training import callbacks, lora_config, trainer_kwargs
+
+    config = RewardConfig(
+        **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(data.eval)),
+        max_length=recipe.data.max_length,
+        center_rewards_coefficient=settings.center_rewards_coefficient,
+    )
+    trainer = RewardTrainer(
+        model=setup.model,
+        args=config,
+        train_dataset=Dataset.from_list(data.train),
+        eval_dataset=Dataset.from_list(data.eval) if data.eval else None,
+        processing_class=setup.tokenizer,
+        peft_config=lora_config(recipe.adapter, setup.model, task_type="SEQ_CLS"),
+        callbacks=callbacks(recipe, setup.out),
+    )
+    return fit(trainer, setup, report, {"eval_accuracy": "eval_accuracy", "eval_margin": "eval_margin"})

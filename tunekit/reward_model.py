@@ -1,0 +1,64 @@
+"""Load a reward model made by `tunekit reward` (full, or a LoRA adapter) and score completions.
+
+    >>> model, tokenizer = load_reward_model("runs/tiny-reward/final")  # doctest: +SKIP
+    >>> score(model, tokenizer, ["Reverse the words: a b"], ["b a"])  # doctest: +SKIP
+    [1.73]
+
+Sequences are built as trl's RewardTrainer builds them: the chat template over prompt + completion
+for message lists, else the strings joined and EOS appended.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunekit.errors import UserError
+from tunekit.models import adapter_base, resolve_model_path
+
+
+def load_reward_model(name: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_model_path(name)
+    base = adapter_base(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if base is None:
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+    else:
+        from peft import PeftModel
+
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    if model.config.num_labels != 1:
+        raise UserError(
+            f"{name} has {model.config.num_labels} output labels; a reward model has one score "
+            "(train it with tunekit reward, or pick a classifier label where the command allows)"
+        )
+    return model.eval(), tokenizer
+
+
+def sequence_text(tokenizer: Any, prompt: Any, completion: Any) -> str:
+    if isinstance(prompt, list) or isinstance(completion, list):
+        prompt = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        completion = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+        return tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+    text = prompt + completion
+    return text if text.endswith(tokenizer.eos_token or "") else text + (tokenizer.eos_token or "")
+
+
+@torch.no_grad()
+def score(model: Any, tokenizer: Any, prompts: list[Any], completions: list[Any], batch_size: int = 16) -> list[float]:
+    texts = [sequence_text(tokenizer, p, c) for p, c in zip(prompts, completions)]
+    # Chat templates already carry their special tokens; plain strings get the tokenizer's (e.g. BOS).
+    special = not (prompts and isinstance(prompts[0], list))
+    scores: list[float] = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
+                          add_special_tokens=special).to(model.device)
+        scores.extend(model(**batch).logits[:, 0].float().tolist())
+    return scores
