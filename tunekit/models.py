@@ -68,7 +68,7 @@ def quantization_config(section: ModelSection) -> BitsAndBytesConfig | None:
 
 
 def load_tokenizer(path: str, section: ModelSection) -> PreTrainedTokenizerBase:
-    tokenizer = _from_pretrained(AutoTokenizer, path, section)
+    tokenizer = from_pretrained_or_explain(AutoTokenizer, path, section)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -109,7 +109,7 @@ def load_model(
         kwargs["attn_implementation"] = section.attn_implementation
     if head == "score":
         kwargs.update(num_labels=1, pad_token_id=tokenizer.pad_token_id)
-    model = _from_pretrained(HEADS[head], base or path, section, **kwargs)
+    model = from_pretrained_or_explain(HEADS[head], base or path, section, **kwargs)
     if getattr(model.config, "is_encoder_decoder", False):
         raise UserError(f"{section.name_or_path} is an encoder-decoder model; this command needs a decoder-only model")
     if quant is not None:
@@ -142,7 +142,7 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _from_pretrained(cls: Any, path: str, section: ModelSection, **kwargs: Any) -> Any:
+def from_pretrained_or_explain(cls: Any, path: str, section: ModelSection, **kwargs: Any) -> Any:
     try:
         return cls.from_pretrained(
             path, revision=section.revision, trust_remote_code=section.trust_remote_code, **kwargs

@@ -16,7 +16,7 @@ import sys
 import typer
 
 from tunekit import __version__
-from tunekit.cli import recipes, score, tiny, train, use, validate
+from tunekit.cli import estimate, recipes, score, tiny, train, use, validate
 from tunekit.errors import UserError
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ recipes.register(app)
 tiny.register(app)
 use.register(app)
 score.register(app)
+estimate.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -87,7 +87,7 @@ def normalise(row: dict[str, Any], fmt: str) -> dict[str, Any]:
     if fmt == "alpaca":
         return _alpaca(row)
     if fmt == "messages":
-        return {"messages": _messages(row.get("messages"), "messages")}
+        return {"messages": check_messages(row.get("messages"), "messages")}
     if fmt == "sharegpt":
         return {"messages": _sharegpt(row.get("conversations"))}
     if fmt == "preference":
@@ -110,7 +110,7 @@ def _string(row: dict[str, Any], field: str, allow_empty: bool = False) -> str:
 
 def _string_or_messages(row: dict[str, Any], field: str) -> str | list[dict[str, str]]:
     if isinstance(row.get(field), list):
-        return _messages(row[field], field, need_assistant=False)
+        return check_messages(row[field], field, need_assistant=False)
     return _string(row, field)
 
 
@@ -127,7 +127,7 @@ def _alpaca(row: dict[str, Any]) -> dict[str, str]:
     return {"prompt": prompt, "completion": _string(row, "output")}
 
 
-def _messages(value: Any, field: str, need_assistant: bool = True) -> list[dict[str, str]]:
+def check_messages(value: Any, field: str, need_assistant: bool = True) -> list[dict[str, str]]:
     if value is None:
         raise RowError(field, "missing")
     if not isinstance(value, list) or not value:
@@ -162,7 +162,7 @@ def _sharegpt(value: Any) -> list[dict[str, str]]:
         if not isinstance(turn.get("value"), str):
             raise RowError(f"{where}.value", "missing or not a string")
         turns.append({"role": SHAREGPT_ROLES[speaker], "content": turn["value"]})
-    return _messages(turns, "conversations")
+    return check_messages(turns, "conversations")
 
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
@@ -183,8 +183,8 @@ def _preference(row: dict[str, Any]) -> dict[str, Any]:
             )
         chosen, rejected = _hh_messages(chosen, "chosen"), _hh_messages(rejected, "rejected")
     else:
-        chosen = _messages(chosen, "chosen")
-        rejected = _messages(rejected, "rejected")
+        chosen = check_messages(chosen, "chosen")
+        rejected = check_messages(rejected, "rejected")
     shared = 0
     while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
         shared += 1
@@ -197,7 +197,7 @@ def _completion(row: dict[str, Any], field: str, conversational: bool) -> str | 
     if conversational:
         if not isinstance(row.get(field), list):
             raise RowError(field, "expected a list of messages, as the prompt is one")
-        return _messages(row[field], field)
+        return check_messages(row[field], field)
     return _string(row, field)
 
 
