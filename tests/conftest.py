@@ -70,3 +70,28 @@ def write_recipe(path: Path, **sections: object) -> Path:
 
     path.write_text(yaml.safe_dump(sections, sort_keys=False), encoding="utf-8")
     return path
+
+
+def make_lora(base: Path, out: Path, seed: int = 0, trained: bool = True) -> Path:
+    """A LoRA adapter on `base` without training: random A and B (trained=True) or peft's init, B = 0."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=not trained)
+    get_peft_model(model, config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    return out
+
+
+def make_soft_prompt(base: Path, out: Path) -> Path:
+    import torch
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).save_pretrained(out)
+    return out

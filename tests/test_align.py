@@ -14,7 +14,6 @@ import pytest
 from tests.conftest import ROOT, write_jsonl, write_recipe
 from tunekit.config.schema import DataSection
 from tunekit.data import load_data
-from tunekit.errors import DataError
 
 PAIRS = [json.loads(line) for line in (ROOT / "tunekit" / "datasets" / "reversal-preference.jsonl").open()][:24]
 

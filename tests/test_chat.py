@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_jsonl
-from tests.test_generate import make_lora
+from tests.conftest import make_lora
 
 FIRST, SECOND = "Reverse the words: apple river stone", "And now: red green blue"
 # A random model answers a chat prompt with special tokens first (decoded to ""): a LoRA-perturbed

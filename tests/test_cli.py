@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, write_recipe
+from tests.conftest import ROOT
 
 
 def _commands() -> list[list[str]]:

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import ROOT, chat_rows, reversal_pairs, write_jsonl, write_recipe
 from tunekit.config.schema import DataSection
 from tunekit.data import load_data
-from tunekit.data.formats import detect_format, normalise
+from tunekit.data.formats import normalise
 from tunekit.errors import DataError
 
 PAIRS = reversal_pairs(12, seed=3)

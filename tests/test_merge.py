@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_generate import make_lora, make_soft_prompt
+from tests.conftest import make_lora, make_soft_prompt
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ for message lists, else the strings joined and EOS appended.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
