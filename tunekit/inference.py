@@ -24,7 +24,14 @@ import torch
 
 from tunekit.config.schema import ModelSection
 from tunekit.errors import UserError
-from tunekit.models import from_pretrained_or_explain, load_tokenizer, quantization_config, resolve_dtype, resolve_model_path
+from tunekit.models import (
+    adapter_base,
+    from_pretrained_or_explain,
+    load_tokenizer,
+    quantization_config,
+    resolve_dtype,
+    resolve_model_path,
+)
 
 ADAPTER_CONFIG = "adapter_config.json"
 # Heads that score or fill in text rather than continue it: nothing to generate with.
@@ -96,12 +103,8 @@ def _adapter_reference(folder: Path, base: str | None, name: str) -> Reference:
     except json.JSONDecodeError as err:
         raise UserError(f"{config_path}: invalid JSON: {err.msg}") from None
     if base is None:
-        recorded = config.get("base_model_name_or_path")
-        if not recorded:
-            raise UserError(
-                f"adapter {folder} does not record its base model; name it: tunekit COMMAND BASE --adapter {folder}"
-            )
-        base = _recorded_base(recorded, folder)
+        base = adapter_base(str(folder))
+        assert base is not None  # the folder holds adapter_config.json
     from peft import PeftConfig
 
     soft = bool(PeftConfig.from_pretrained(str(folder)).is_prompt_learning)
@@ -109,14 +112,6 @@ def _adapter_reference(folder: Path, base: str | None, name: str) -> Reference:
         name=name, base=base, adapter=folder, peft_type=config.get("peft_type"), soft_prompt=soft,
         trained_as=_training_model_section(folder),
     )
-
-
-def _recorded_base(recorded: str, adapter: Path) -> str:
-    hint = f"give the base explicitly: tunekit COMMAND BASE --adapter {adapter}"
-    try:
-        return resolve_model_path(recorded)
-    except UserError as err:
-        raise UserError(f"the base of adapter {adapter}, {recorded}, cannot be found ({err}); {hint}") from None
 
 
 def _training_model_section(adapter: Path) -> ModelSection | None:

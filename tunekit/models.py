@@ -75,16 +75,22 @@ def load_tokenizer(path: str, section: ModelSection) -> PreTrainedTokenizerBase:
 
 
 def adapter_base(path: str) -> str | None:
-    """The base model a peft adapter folder names, or None when `path` is not an adapter."""
+    """The base model a peft adapter folder records, resolved like any model reference; None when
+    `path` is not an adapter. Raises UserError naming the adapter when the base cannot be found."""
     config = Path(path) / "adapter_config.json"
     if not config.exists():
         return None
-    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if not base:
-        raise UserError(f"adapter {path} does not record its base model (base_model_name_or_path)")
-    if base.startswith((".", "/", "~")) and not Path(base).expanduser().exists():
-        raise UserError(f"adapter {path} names base model {base}, which does not exist here")
-    return base
+    try:
+        recorded = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except json.JSONDecodeError as err:
+        raise UserError(f"{config}: invalid JSON: {err.msg}") from None
+    hint = f"name the base explicitly (tunekit COMMAND BASE --adapter {path})"
+    if not recorded:
+        raise UserError(f"adapter {path} does not record its base model (base_model_name_or_path); {hint}")
+    try:
+        return resolve_model_path(recorded)
+    except UserError as err:
+        raise UserError(f"the base of adapter {path}, {recorded}, cannot be found ({err}); {hint}") from None
 
 
 def load_model(
