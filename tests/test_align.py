@@ -53,7 +53,8 @@ def test_kto_rows_and_pairs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "rows, method, expected",
     [
-        ([{"prompt": "p", "chosen": "c"}], "dpo", "cannot detect the data format"),
+        ([{"prompt": "p", "chosen": "c"}], "dpo", "format prompt does not fit `tunekit dpo`, which needs prompt/chosen/rejected"),
+        ([{"question": "q", "chosen": "c"}], "dpo", "cannot detect the data format"),
         ([{"prompt": "p", "chosen": "c", "rejected": 3}], "dpo", "row 1: field 'rejected': expected a string"),
         ([{"chosen": "c", "rejected": "r"}], "dpo", "row 1: field 'prompt': missing"),
         ([{"prompt": "p", "completion": "c", "label": "maybe"}], "kto", "row 1: field 'label'"),

@@ -34,6 +34,8 @@ IMPROVES = {
     "orpo": ("eval_preference_accuracy", "up", None),
     "kto": ("eval_preference_accuracy", "up", None),
     "simpo": ("eval_preference_accuracy", "up", None),
+    "ppo": ("eval_reward", "up", None),  # mean reward of sampled held-out responses (s-words share, 0..1)
+    "grpo": ("eval_reward", "up", None),
 }
 
 
@@ -50,7 +52,8 @@ def test_tiny_recipe_runs_as_is_and_improves(cli, path: Path, tmp_path: Path, mo
         assert after < before - 0.2, (before, after)
     else:
         assert after > before + 0.2, (before, after)
-        assert 0.3 <= before <= 0.7  # about chance before training
+        if figure.endswith("accuracy"):
+            assert 0.3 <= before <= 0.7  # about chance before training
     if bar is not None:
         assert after >= bar, (before, after)
 

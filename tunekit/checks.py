@@ -50,6 +50,7 @@ class Report:
 
 def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     location, preview = _locate_model(recipe.model.name_or_path)
+    _check_reward_source(recipe)
     try:
         data = load_data(recipe.data, recipe.training.seed, recipe.method)
     except DataError as err:
@@ -65,8 +66,7 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
             "tokenizer not available offline: examples and token statistics skipped (training will download it)"
         )
         return report
-    conversational = data.kind == "messages" or isinstance(data.train[0].get("prompt"), list)
-    if conversational and preview.template is None:
+    if data.conversational and preview.template is None:
         raise UserError(
             f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages"
         )
@@ -82,6 +82,16 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     return report
 
 
+def _check_reward_source(recipe: Recipe) -> None:
+    """RL recipes: the reward function must import; a reward model folder is located, not loaded."""
+    section = getattr(recipe, recipe.method, None)
+    function = getattr(section, "reward_function", None)
+    if function:
+        from tunekit.rewards import load_function
+
+        load_function(function)  # raises UserError naming the module or the function
+
+
 def _trained_sequences(row: dict, kind: str) -> list[tuple[str, str, dict]]:
     """The sequences a row becomes in training: one, or a chosen and a rejected one for a pair."""
     if kind == "preference":
@@ -89,6 +99,9 @@ def _trained_sequences(row: dict, kind: str) -> list[tuple[str, str, dict]]:
             (side, "prompt_completion", {"prompt": row["prompt"], "completion": row[side]})
             for side in ("chosen", "rejected")
         ]
+    if kind == "prompt":  # RL prompts: only the prompt is rendered, nothing carries loss
+        empty: list | str = [] if isinstance(row["prompt"], list) else ""
+        return [("prompt", "prompt_completion", {"prompt": row["prompt"], "completion": empty})]
     if kind == "unpaired":
         label = "desirable" if row["label"] else "undesirable"
         return [(label, "prompt_completion", {"prompt": row["prompt"], "completion": row["completion"]})]

@@ -1,4 +1,4 @@
-"""Training commands: `tunekit sft|dpo|reward|orpo|kto|simpo RECIPE [key.sub=value ...]`.
+"""Training commands: `tunekit sft|dpo|reward|orpo|kto|simpo|ppo|grpo RECIPE [key.sub=value ...]`.
 
     $ tunekit sft recipes/tiny/sft-lora.yaml training.max_steps=20 output_dir=runs/try --overwrite
     $ tunekit dpo recipes/tiny/dpo.yaml
@@ -28,6 +28,8 @@ METHODS = {
     "orpo": "ORPO: SFT and preference alignment in one step, no reference model (experimental in trl).",
     "kto": "KTO on unpaired desirable/undesirable completions (or pairs, unpaired on the fly).",
     "simpo": "SimPO: length-normalised, reference-free preference optimisation (trl's CPO, experimental).",
+    "ppo": "PPO (RLHF): sample, score with a reward model or function, optimise with a KL penalty.",
+    "grpo": "GRPO (trl): critic-free RL, rewards compared within groups of completions per prompt.",
 }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
 
@@ -62,7 +62,7 @@ class AdapterSection(Section):
 
 
 DataFormat = Literal[
-    "auto", "text", "prompt_completion", "messages", "alpaca", "sharegpt", "preference", "unpaired"
+    "auto", "text", "prompt_completion", "messages", "alpaca", "sharegpt", "preference", "unpaired", "prompt"
 ]
 
 
@@ -163,14 +163,78 @@ class SimPOSection(Section):
     gamma: float = Field(0.5, ge=0, description="Target reward margin, as a fraction of beta (trl's simpo_gamma).")
 
 
+class RewardSourceSection(Section):
+    """Where rewards come from (PPO and GRPO): exactly one of `reward_model` and `reward_function`."""
+
+    reward_model: str | None = Field(
+        None,
+        description="A reward-model folder made by `tunekit reward`, or with `reward_label` any "
+        "sequence-classification model (folder or Hub id).",
+    )
+    reward_label: int | str | None = Field(
+        None, description="Classifier label whose logit is the reward (index or name, e.g. `nothate`)."
+    )
+    reward_function: str | None = Field(
+        None, description="`module:function` taking (prompts, completions) and returning one float per completion."
+    )
+    reward_input: Literal["prompt_completion", "completion"] = Field(
+        "prompt_completion", description="What a reward model or classifier reads (detoxification: completion)."
+    )
+    max_new_tokens: int = Field(32, ge=1, description="Response length: tokens generated per prompt.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts.")
+    top_k: int | None = Field(None, ge=1, description="Sample from the k most likely tokens; null: all.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+
+    @model_validator(mode="after")
+    def _one_reward_source(self) -> RewardSourceSection:
+        if (self.reward_model is None) == (self.reward_function is None):
+            raise ValueError("set exactly one of reward_model and reward_function")
+        if self.reward_label is not None and self.reward_model is None:
+            raise ValueError("reward_label picks a classifier label: it needs reward_model")
+        return self
+
+
+class PPOSection(RewardSourceSection):
+    missing_eos_penalty: float | None = Field(
+        None, ge=0, description="Subtracted from the reward of responses that end without EOS; null: off."
+    )
+    kl_coef: float = Field(0.05, ge=0, description="Initial weight of the per-token KL penalty to the reference.")
+    kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator (Schulman's k1 or k3).")
+    target_kl: float | None = Field(
+        None, gt=0, description="Adapt kl_coef to hold the sequence KL near this (nats); null: fixed kl_coef."
+    )
+    kl_horizon: int = Field(10000, ge=1, description="Adaptive KL horizon, in responses.")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
+    whiten_rewards: bool = Field(False, description="Whiten per-token rewards before GAE.")
+    whiten_advantages: bool = Field(True, description="Whiten advantages over the rollout batch.")
+    cliprange: float = Field(0.2, gt=0, description="Policy ratio clip range.")
+    cliprange_value: float = Field(0.2, gt=0, description="Value clip range around the rollout values.")
+    vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")
+    ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
+    num_mini_batches: int = Field(
+        1, ge=1, description="Minibatches per rollout batch; rollouts per step = batch_size x accumulation x this."
+    )
+    sample_every: int = Field(10, ge=1, description="Write a few sample generations to samples.jsonl every N steps.")
+
+
+class GRPOSection(RewardSourceSection):
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (the group).")
+    beta: float = Field(0.04, ge=0, description="KL coefficient to the reference (0: no reference model).")
+    epsilon: float = Field(0.2, gt=0, description="Policy ratio clip range.")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("dapo", description="trl's GRPO loss normalisation.")
+
+
 METHOD_SECTIONS: dict[str, type[Section]] = {
     "dpo": DPOSection,
     "reward": RewardSection,
     "orpo": ORPOSection,
     "kto": KTOSection,
     "simpo": SimPOSection,
+    "ppo": PPOSection,
+    "grpo": GRPOSection,
 }
-Method = Literal["sft", "dpo", "reward", "orpo", "kto", "simpo"]
+Method = Literal["sft", "dpo", "reward", "orpo", "kto", "simpo", "ppo", "grpo"]
 
 
 class Recipe(Section):
@@ -185,6 +249,8 @@ class Recipe(Section):
     orpo: ORPOSection | None = Field(None, description="Settings of `tunekit orpo`.")
     kto: KTOSection | None = Field(None, description="Settings of `tunekit kto`.")
     simpo: SimPOSection | None = Field(None, description="Settings of `tunekit simpo`.")
+    ppo: PPOSection | None = Field(None, description="Settings of `tunekit ppo` (a reward source is required).")
+    grpo: GRPOSection | None = Field(None, description="Settings of `tunekit grpo` (a reward source is required).")
 
     @model_validator(mode="after")
     def _method_sections(self) -> Recipe:
@@ -192,7 +258,11 @@ class Recipe(Section):
             if getattr(self, name) is not None and name != self.method:
                 raise ValueError(f"{name}: this section is for `method: {name}`, but the recipe's method is {self.method}")
         if self.method in METHOD_SECTIONS and getattr(self, self.method) is None:
-            setattr(self, self.method, METHOD_SECTIONS[self.method]())
+            try:
+                setattr(self, self.method, METHOD_SECTIONS[self.method]())
+            except ValidationError as err:
+                reason = err.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"{self.method}: `tunekit {self.method}` needs a {self.method} section: {reason}") from None
         return self
 
     @model_validator(mode="after")

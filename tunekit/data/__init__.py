@@ -25,6 +25,9 @@ METHOD_KINDS: dict[str, tuple[str, ...]] = {
     "orpo": ("preference",),
     "simpo": ("preference",),
     "kto": ("unpaired", "preference"),
+    # The policy writes completions: only prompts are read (a chat's turns before its last assistant one).
+    "ppo": ("prompt", "prompt_completion", "messages", "preference"),
+    "grpo": ("prompt", "prompt_completion", "messages", "preference"),
 }
 KIND_FIELDS = {
     "text": "text",
@@ -32,6 +35,7 @@ KIND_FIELDS = {
     "messages": "messages",
     "preference": "prompt/chosen/rejected, or chosen/rejected conversations",
     "unpaired": "prompt/completion/label",
+    "prompt": "prompt (a string or messages)",
 }
 
 
@@ -42,6 +46,12 @@ class Data:
     format: str  # as declared or detected: text, prompt_completion, messages, alpaca, sharegpt
     kind: str  # the trl form rows were normalised to: text, prompt_completion, messages
     eval_source: str  # where eval rows came from, for messages
+
+    @property
+    def conversational(self) -> bool:
+        """Rows hold chat messages, so the model needs a chat template."""
+        first = self.train[0]
+        return "messages" in first or isinstance(first.get("prompt"), list)
 
 
 def load_data(section: DataSection, seed: int, method: str) -> Data:

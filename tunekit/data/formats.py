@@ -14,6 +14,7 @@ Normalised forms, as trl's SFTTrainer takes them:
 - preference: `{"prompt", "chosen", "rejected"}` (strings, or message lists); an implicit prompt (two
   conversations sharing their first turns, or Anthropic-HH "Human:"/"Assistant:" text) is split off.
 - unpaired: `{"prompt", "completion", "label": bool}` (KTO).
+- prompt: `{"prompt": str | messages}` (PPO, GRPO: the policy writes the completions).
 Pure Python: no torch, no datasets.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from tunekit.errors import DataError
 
-FORMATS = ("text", "prompt_completion", "messages", "alpaca", "sharegpt", "preference", "unpaired")
+FORMATS = ("text", "prompt_completion", "messages", "alpaca", "sharegpt", "preference", "unpaired", "prompt")
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {
     "system": "system",
@@ -51,6 +52,7 @@ _SIGNATURES: list[tuple[str, tuple[str, ...]]] = [
     ("unpaired", ("prompt", "completion", "label")),
     ("prompt_completion", ("prompt", "completion")),
     ("text", ("text",)),
+    ("prompt", ("prompt",)),
 ]
 
 
@@ -94,6 +96,8 @@ def normalise(row: dict[str, Any], fmt: str) -> dict[str, Any]:
         return _preference(row)
     if fmt == "unpaired":
         return _unpaired(row)
+    if fmt == "prompt":
+        return {"prompt": _string_or_messages(row, "prompt")}
     raise ValueError(f"unknown format {fmt!r}")
 
 

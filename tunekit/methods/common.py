@@ -54,18 +54,13 @@ def prepare(recipe: Recipe, overwrite: bool, head: str = "causal-lm") -> Setup:
         dtype=resolve_dtype("fp32") if full_fp16 else None,
         gradient_checkpointing=recipe.training.gradient_checkpointing,
     )
-    if is_conversational(data) and not tokenizer.chat_template:
+    if data.conversational and not tokenizer.chat_template:
         raise UserError(
             f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages "
             f"(format {data.format}); use a model with a chat template, or plain-text prompts"
         )
     out = prepare_run_dir(recipe, overwrite)
     return Setup(recipe, data, model, tokenizer, out, resolve_dtype(recipe.model.dtype))
-
-
-def is_conversational(data: Data) -> bool:
-    first = data.train[0]
-    return "messages" in first or isinstance(first.get("prompt"), list)
 
 
 def fit(
