@@ -1,6 +1,6 @@
 """Memory and compute estimates for training and inference, from a config alone (no GPU, no torch).
 
-    >>> from tunekit.estimate import estimate_memory
+    >>> from tunekit.estimate.estimator import estimate_memory
     >>> result = estimate_memory("llama-3-8b", {"method": "qlora", "batch_size": 4, "seq_len": 1024})
     >>> result.estimates[0].dtype, result.estimates[0].total > 0
     ('int4', True)
@@ -17,11 +17,6 @@ Where things live:
 - `targets.py`: recipe / folder / config.json / preset / tiny:ARCH / Hub id -> config; `presets/`.
 - `estimator.py`: the entry point the CLI calls; `report.py` renders; `measure.py` runs real steps.
 
-`docs/memory.md` explains the arithmetic and its calibration.
+`docs/memory.md` explains the arithmetic and its calibration. The package imports nothing itself:
+`tunekit --help` loads only `setup.py` (for the defaults its help quotes).
 """
-
-from tunekit.estimate.estimator import MemoryResult, estimate_memory
-from tunekit.estimate.memory import Estimate, estimate
-from tunekit.estimate.setup import Setup
-
-__all__ = ["Estimate", "MemoryResult", "Setup", "estimate", "estimate_memory"]
