@@ -1,7 +1,7 @@
 """The part every training method shares: checks before writing anything, then eval -> train -> eval -> save.
 
     setup = prepare(recipe, overwrite)                  # data, model, tokenizer, run folder
-    trainer = SomeTrlTrainer(model=setup.model, ...)    # the method's own part
+    trainer = SomeTrlTrainer(args=config, **trainer_inputs(setup))  # the method's own part
     return fit(trainer, setup, report, {"eval_loss": "eval_loss"})
 
 `fit` writes `summary.json` with PRODUCT.md's keys plus `<name>_before` / `<name>_after` for each
@@ -61,6 +61,39 @@ def prepare(recipe: Recipe, overwrite: bool, head: str = "causal-lm") -> Setup:
         )
     out = prepare_run_dir(recipe, overwrite)
     return Setup(recipe, data, model, tokenizer, out, resolve_dtype(recipe.model.dtype))
+
+
+def trainer_inputs(
+    setup: Setup,
+    task_type: str = "CAUSAL_LM",
+    train: list[dict[str, Any]] | None = None,
+    evaluation: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments every trl trainer takes alike: model, datasets, tokenizer, LoRA, callbacks.
+
+    `train` / `evaluation` replace the recipe's rows when a method reshapes them (KTO unpairs pairs).
+    """
+    from datasets import Dataset
+
+    from tunekit.training import callbacks, lora_config
+
+    train = setup.data.train if train is None else train
+    evaluation = setup.data.eval if evaluation is None else evaluation
+    return {
+        "model": setup.model,
+        "train_dataset": Dataset.from_list(train),
+        "eval_dataset": Dataset.from_list(evaluation) if evaluation else None,
+        "processing_class": setup.tokenizer,
+        "peft_config": lora_config(setup.recipe.adapter, setup.model, task_type=task_type),
+        "callbacks": callbacks(setup.recipe, setup.out),
+    }
+
+
+def preference_eval(trainer: Any, setup: Setup) -> Callable[[], dict[str, float]]:
+    """The reference-free held-out figure (tunekit.preference) on the recipe's eval pairs."""
+    from tunekit.preference import preference_accuracy
+
+    return lambda: {"eval_preference_accuracy": preference_accuracy(trainer.model, setup.tokenizer, setup.data.eval)}
 
 
 def fit(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.methods.common import Report, fit, prepare
+from tunekit.methods.common import Report, fit, preference_eval, prepare, trainer_inputs
 
 FIGURES = {"eval_reward_accuracy": "eval_rewards/accuracies", "eval_reward_margin": "eval_rewards/margins"}
 
@@ -24,12 +24,10 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
     data, settings = setup.data, recipe.dpo
     assert settings is not None  # the schema fills it for method dpo
 
-    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     from tunekit.models import load_model
-    from tunekit.preference import preference_accuracy
-    from tunekit.training import callbacks, lora_config, trainer_kwargs
+    from tunekit.training import trainer_kwargs
 
     reference = None
     if settings.reference:
@@ -45,18 +43,6 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
         loss_weights=settings.loss_weights,
         label_smoothing=settings.label_smoothing,
     )
-    trainer = DPOTrainer(
-        model=setup.model,
-        ref_model=reference,
-        args=config,
-        train_dataset=Dataset.from_list(data.train),
-        eval_dataset=Dataset.from_list(data.eval) if data.eval else None,
-        processing_class=setup.tokenizer,
-        peft_config=lora_config(recipe.adapter, setup.model),
-        callbacks=callbacks(recipe, setup.out),
-    )
+    trainer = DPOTrainer(ref_model=reference, args=config, **trainer_inputs(setup))
 
-    def held_out() -> dict[str, float]:
-        return {"eval_preference_accuracy": preference_accuracy(trainer.model, setup.tokenizer, data.eval)}
-
-    return fit(trainer, setup, report, FIGURES, extra_eval=held_out)
+    return fit(trainer, setup, report, FIGURES, extra_eval=preference_eval(trainer, setup))

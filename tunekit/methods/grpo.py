@@ -16,7 +16,7 @@ from typing import Any
 
 from tunekit.config import Recipe
 from tunekit.errors import UserError
-from tunekit.methods.common import Report, fit, prepare
+from tunekit.methods.common import Report, fit, prepare, trainer_inputs
 
 
 def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
@@ -34,12 +34,11 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
     setup = prepare(recipe, overwrite)
     data = setup.data
 
-    from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     from tunekit.rewards import reward_source
     from tunekit.rl.rollout import prompt_of
-    from tunekit.training import callbacks, lora_config, trainer_kwargs
+    from tunekit.training import trainer_kwargs
 
     source = reward_source(settings, str(setup.model.device))
 
@@ -60,14 +59,7 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
         epsilon=settings.epsilon,
         loss_type=settings.loss_type,
     )
-    trainer = GRPOTrainer(
-        model=setup.model,
-        reward_funcs=reward,
-        args=config,
-        train_dataset=Dataset.from_list([{"prompt": prompt_of(row)} for row in data.train]),
-        eval_dataset=Dataset.from_list([{"prompt": prompt_of(row)} for row in data.eval]) if data.eval else None,
-        processing_class=setup.tokenizer,
-        peft_config=lora_config(recipe.adapter, setup.model),
-        callbacks=callbacks(recipe, setup.out),
-    )
+    train = [{"prompt": prompt_of(row)} for row in data.train]
+    evaluation = [{"prompt": prompt_of(row)} for row in data.eval]
+    trainer = GRPOTrainer(reward_funcs=reward, args=config, **trainer_inputs(setup, train=train, evaluation=evaluation))
     return fit(trainer, setup, report, {"eval_reward": "eval_reward"})

@@ -14,7 +14,7 @@ from typing import Any
 
 from tunekit.config import Recipe
 from tunekit.data.formats import unpair
-from tunekit.methods.common import Report, fit, prepare
+from tunekit.methods.common import Report, fit, preference_eval, prepare, trainer_inputs
 
 
 def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
@@ -25,11 +25,9 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
     train = unpair(data.train) if paired else data.train
     evaluation = unpair(data.eval) if paired else data.eval
 
-    from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
-    from tunekit.preference import preference_accuracy
-    from tunekit.training import callbacks, lora_config, trainer_kwargs
+    from tunekit.training import trainer_kwargs
 
     config = KTOConfig(
         **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(evaluation)),
@@ -38,18 +36,6 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
         desirable_weight=settings.desirable_weight,
         undesirable_weight=settings.undesirable_weight,
     )
-    trainer = KTOTrainer(
-        model=setup.model,
-        args=config,
-        train_dataset=Dataset.from_list(train),
-        eval_dataset=Dataset.from_list(evaluation) if evaluation else None,
-        processing_class=setup.tokenizer,
-        peft_config=lora_config(recipe.adapter, setup.model),
-        callbacks=callbacks(recipe, setup.out),
-    )
-
-    def held_out() -> dict[str, float]:
-        return {"eval_preference_accuracy": preference_accuracy(trainer.model, setup.tokenizer, data.eval)}
-
+    trainer = KTOTrainer(args=config, **trainer_inputs(setup, train=train, evaluation=evaluation))
     return fit(trainer, setup, report, {"eval_reward_margin": "eval_rewards/margins"},
-               extra_eval=held_out if paired else None)
+               extra_eval=preference_eval(trainer, setup) if paired else None)

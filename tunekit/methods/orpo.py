@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.methods.common import Report, fit, prepare
+from tunekit.methods.common import Report, fit, preference_eval, prepare, trainer_inputs
 from tunekit.methods.dpo import FIGURES
 
 
@@ -21,28 +21,15 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
     data, settings = setup.data, recipe.orpo
     assert settings is not None
 
-    from datasets import Dataset
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    from tunekit.preference import preference_accuracy
-    from tunekit.training import callbacks, lora_config, trainer_kwargs
+    from tunekit.training import trainer_kwargs
 
     config = ORPOConfig(
         **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(data.eval)),
         max_length=recipe.data.max_length,
         beta=settings.beta,
     )
-    trainer = ORPOTrainer(
-        model=setup.model,
-        args=config,
-        train_dataset=Dataset.from_list(data.train),
-        eval_dataset=Dataset.from_list(data.eval) if data.eval else None,
-        processing_class=setup.tokenizer,
-        peft_config=lora_config(recipe.adapter, setup.model),
-        callbacks=callbacks(recipe, setup.out),
-    )
+    trainer = ORPOTrainer(args=config, **trainer_inputs(setup))
 
-    def held_out() -> dict[str, float]:
-        return {"eval_preference_accuracy": preference_accuracy(trainer.model, setup.tokenizer, data.eval)}
-
-    return fit(trainer, setup, report, FIGURES, extra_eval=held_out)
+    return fit(trainer, setup, report, FIGURES, extra_eval=preference_eval(trainer, setup))

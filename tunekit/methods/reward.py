@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.methods.common import Report, fit, prepare
+from tunekit.methods.common import Report, fit, prepare, trainer_inputs
 
 
 def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
@@ -21,23 +21,14 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
     data, settings = setup.data, recipe.reward
     assert settings is not None
 
-    from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from tunekit.training import callbacks, lora_config, trainer_kwargs
+    from tunekit.training import trainer_kwargs
 
     config = RewardConfig(
         **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(data.eval)),
         max_length=recipe.data.max_length,
         center_rewards_coefficient=settings.center_rewards_coefficient,
     )
-    trainer = RewardTrainer(
-        model=setup.model,
-        args=config,
-        train_dataset=Dataset.from_list(data.train),
-        eval_dataset=Dataset.from_list(data.eval) if data.eval else None,
-        processing_class=setup.tokenizer,
-        peft_config=lora_config(recipe.adapter, setup.model, task_type="SEQ_CLS"),
-        callbacks=callbacks(recipe, setup.out),
-    )
+    trainer = RewardTrainer(args=config, **trainer_inputs(setup, task_type="SEQ_CLS"))
     return fit(trainer, setup, report, {"eval_accuracy": "eval_accuracy", "eval_margin": "eval_margin"})

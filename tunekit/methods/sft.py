@@ -12,7 +12,7 @@ from typing import Any
 
 from tunekit.config import Recipe
 from tunekit.errors import UserError
-from tunekit.methods.common import Report, fit, prepare
+from tunekit.methods.common import Report, fit, prepare, trainer_inputs
 
 
 def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
@@ -22,10 +22,9 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
     if assistant_only:
         _check_generation_markers(setup.tokenizer, recipe)
 
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from tunekit.training import callbacks, lora_config, trainer_kwargs
+    from tunekit.training import trainer_kwargs
 
     config = SFTConfig(
         **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(data.eval)),
@@ -33,15 +32,7 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
         assistant_only_loss=assistant_only,
         completion_only_loss=recipe.data.train_on == "completion",
     )
-    trainer = SFTTrainer(
-        model=setup.model,
-        args=config,
-        train_dataset=Dataset.from_list(data.train),
-        eval_dataset=Dataset.from_list(data.eval) if data.eval else None,
-        processing_class=setup.tokenizer,
-        peft_config=lora_config(recipe.adapter, setup.model),
-        callbacks=callbacks(recipe, setup.out),
-    )
+    trainer = SFTTrainer(args=config, **trainer_inputs(setup))
     return fit(trainer, setup, report, {"eval_loss": "eval_loss"})
 
 
