@@ -155,102 +155,79 @@ def _llama_like(c: _Config) -> Dims:
     )
 
 
+def _plain(c: _Config, family: str, hidden: int, heads: int, **fields: Any) -> Dims:
+    """A layer-norm, plain-MLP, multi-head family; `fields` are the ones that differ (they win)."""
+    return Dims(**{
+        **_common(c),
+        "family": family,
+        "hidden": hidden,
+        "heads": heads,
+        "kv_heads": heads,
+        "head_dim": hidden // heads,
+        "vocab": c.need("vocab_size"),
+        "gated_mlp": False,
+        "norm": "layer",
+        **fields,
+    })
+
+
 def _gpt2(c: _Config) -> Dims:
-    hidden, heads = c.need("n_embd", "hidden_size"), c.need("n_head", "num_attention_heads")
-    return Dims(
-        **_common(c) | {"activation": str(c.get("activation_function", "gelu_new"))},
-        family="gpt2",
-        hidden=hidden,
+    hidden = c.need("n_embd", "hidden_size")
+    return _plain(
+        c, "gpt2", hidden, c.need("n_head", "num_attention_heads"),
+        activation=str(c.get("activation_function", "gelu_new")),
         layers=c.need("n_layer", "num_hidden_layers"),
-        heads=heads,
-        kv_heads=heads,
-        head_dim=hidden // heads,
         ffn=int(c.get("n_inner", 4 * hidden)),
-        vocab=c.need("vocab_size"),
         max_positions=int(c.get("n_positions", 1024)),
-        gated_mlp=False,
-        norm="layer",
         dropout=float(c.get("resid_pdrop", 0.1)),
         attn_dropout=float(c.get("attn_pdrop", 0.1)),
     )
 
 
 def _bloom(c: _Config) -> Dims:
-    hidden, heads = c.need("hidden_size", "n_embed"), c.need("n_head", "num_attention_heads")
-    return Dims(
-        **_common(c),
-        family="bloom",
-        hidden=hidden,
+    hidden = c.need("hidden_size", "n_embed")
+    return _plain(
+        c, "bloom", hidden, c.need("n_head", "num_attention_heads"),
         layers=c.need("n_layer", "num_hidden_layers"),
-        heads=heads,
-        kv_heads=heads,
-        head_dim=hidden // heads,
         ffn=4 * hidden,
-        vocab=c.need("vocab_size"),
         max_positions=0,  # ALiBi: no position table
         needs_eager=True,  # transformers has no SDPA path for ALiBi
-        gated_mlp=False,
-        norm="layer",
         dropout=float(c.get("hidden_dropout", 0.0)),
         attn_dropout=float(c.get("attention_dropout", 0.0)),
     )
 
 
 def _gpt_neox(c: _Config) -> Dims:
-    hidden, heads = c.need("hidden_size"), c.need("num_attention_heads")
-    return Dims(
-        **_common(c),
-        family="gpt_neox",
-        hidden=hidden,
+    return _plain(
+        c, "gpt_neox", c.need("hidden_size"), c.need("num_attention_heads"),
         layers=c.need("num_hidden_layers"),
-        heads=heads,
-        kv_heads=heads,
-        head_dim=hidden // heads,
         ffn=c.need("intermediate_size"),
-        vocab=c.need("vocab_size"),
         max_positions=int(c.get("max_position_embeddings", 2048)),
-        gated_mlp=False,
-        norm="layer",
         dropout=float(c.get("hidden_dropout", 0.0)),
         attn_dropout=float(c.get("attention_dropout", 0.0)),
     )
 
 
 def _opt(c: _Config) -> Dims:
-    hidden, heads = c.need("hidden_size"), c.need("num_attention_heads")
-    return Dims(
-        **_common(c) | {"activation": str(c.get("activation_function", "relu"))},
-        family="opt",
-        hidden=hidden,
+    return _plain(
+        c, "opt", c.need("hidden_size"), c.need("num_attention_heads"),
+        activation=str(c.get("activation_function", "relu")),
         layers=c.need("num_hidden_layers"),
-        heads=heads,
-        kv_heads=heads,
-        head_dim=hidden // heads,
         ffn=c.need("ffn_dim"),
-        vocab=c.need("vocab_size"),
         max_positions=int(c.get("max_position_embeddings", 2048)),
-        gated_mlp=False,
-        norm="layer",
         dropout=float(c.get("dropout", 0.1)),
         attn_dropout=float(c.get("attention_dropout", 0.0)),
     )
 
 
 def _phi(c: _Config) -> Dims:
-    hidden, heads = c.need("hidden_size"), c.need("num_attention_heads")
-    return Dims(
-        **_common(c),
-        family="phi",
-        hidden=hidden,
-        layers=c.need("num_hidden_layers"),
-        heads=heads,
+    heads = c.need("num_attention_heads")
+    return _plain(
+        c, "phi", c.need("hidden_size"), heads,
         kv_heads=int(c.get("num_key_value_heads", heads)),
-        head_dim=hidden // heads,
+        layers=c.need("num_hidden_layers"),
         ffn=c.need("intermediate_size"),
-        vocab=c.need("vocab_size"),
         max_positions=int(c.get("max_position_embeddings", 2048)),
-        gated_mlp=False,
-        norm="layer",
         dropout=float(c.get("resid_pdrop", 0.0)),
         attn_dropout=float(c.get("attention_dropout", 0.0)),
     )
@@ -284,41 +261,24 @@ def _t5(c: _Config) -> Dims:
 
 
 def _bart(c: _Config) -> Dims:
-    hidden, heads = c.need("d_model"), c.need("decoder_attention_heads", "encoder_attention_heads")
-    return Dims(
-        **_common(c) | {"activation": str(c.get("activation_function", "gelu"))},
-        family="bart",
-        hidden=hidden,
+    return _plain(
+        c, "bart", c.need("d_model"), c.need("decoder_attention_heads", "encoder_attention_heads"),
+        activation=str(c.get("activation_function", "gelu")),
         layers=c.need("decoder_layers"),
         encoder_layers=c.need("encoder_layers"),
-        heads=heads,
-        kv_heads=heads,
-        head_dim=hidden // heads,
         ffn=c.need("decoder_ffn_dim", "encoder_ffn_dim"),
-        vocab=c.need("vocab_size"),
         max_positions=int(c.get("max_position_embeddings", 1024)),
-        gated_mlp=False,
-        norm="layer",
         dropout=float(c.get("dropout", 0.1)),
         attn_dropout=float(c.get("attention_dropout", 0.0)),
     )
 
 
 def _bert(c: _Config) -> Dims:
-    hidden, heads = c.need("hidden_size"), c.need("num_attention_heads")
-    return Dims(
-        **_common(c),
-        family="bert",
-        hidden=hidden,
+    return _plain(
+        c, "bert", c.need("hidden_size"), c.need("num_attention_heads"),
         layers=c.need("num_hidden_layers"),
-        heads=heads,
-        kv_heads=heads,
-        head_dim=hidden // heads,
         ffn=c.need("intermediate_size"),
-        vocab=c.need("vocab_size"),
         max_positions=int(c.get("max_position_embeddings", 512)),
-        gated_mlp=False,
-        norm="layer",
         dropout=float(c.get("hidden_dropout_prob", 0.1)),
         attn_dropout=float(c.get("attention_probs_dropout_prob", 0.1)),
     )
