@@ -16,7 +16,8 @@ os.environ.setdefault("TUNEKIT_CACHE", tempfile.mkdtemp(prefix="tunekit-test-cac
 os.environ["HF_HUB_OFFLINE"] = "1"
 # One thread: the tiny models here are far faster single-threaded, above all on a busy 2-core machine
 # (PPO: 9.5 s instead of 587 s for 40 steps), and results do not depend on the machine's core count.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Set before torch is imported, so it holds for every test module and every subprocess.
+os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.pop("TUNEKIT_DEBUG", None)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +29,14 @@ class Result:
     code: int
     out: str
     err: str
+
+
+@pytest.fixture(scope="session")
+def base() -> Path:
+    """The tiny random LLaMA (`tiny:llama`), built once into the session's cache."""
+    from tunekit.tiny import ensure_tiny
+
+    return ensure_tiny("tiny:llama")
 
 
 @pytest.fixture

@@ -33,17 +33,6 @@ FAMILIES: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run ~100x faster on one thread than on two contended ones (OpenMP spin-waits)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def measured(config: dict[str, Any], setup: Setup) -> int:
     from tunekit.estimate.measure import build_model, random_batch, saved_tensor_bytes
 

@@ -47,17 +47,6 @@ def run(capsys: pytest.CaptureFixture[str]):
     return invoke
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run ~100x faster on one thread than on two contended ones (OpenMP spin-waits)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def recipe(tmp_path: Path, **training: object) -> Path:
     return write_recipe(
         tmp_path / "r.yaml", method="sft",

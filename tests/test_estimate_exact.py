@@ -45,17 +45,6 @@ CASES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run ~100x faster on one thread than on two contended ones (OpenMP spin-waits)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 PEAK_CASES = {0, 1, 2, 5, 7, 8, 11, 12, 15, 18, 19, 22, 25}
 
 

@@ -18,13 +18,6 @@ PROMPTS = ["Reverse the words: apple river stone", "Question: what is the capita
 
 
 @pytest.fixture(scope="module")
-def base() -> Path:
-    from tunekit.tiny import ensure_tiny
-
-    return ensure_tiny("tiny:llama")
-
-
-@pytest.fixture(scope="module")
 def adapter(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_lora(base, tmp_path_factory.mktemp("adapter") / "lora")
 

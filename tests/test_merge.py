@@ -17,13 +17,6 @@ from tests.conftest import make_lora, make_soft_prompt
 
 
 @pytest.fixture(scope="module")
-def base() -> Path:
-    from tunekit.tiny import ensure_tiny
-
-    return ensure_tiny("tiny:llama")
-
-
-@pytest.fixture(scope="module")
 def adapter(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_lora(base, tmp_path_factory.mktemp("merge") / "lora")
 
