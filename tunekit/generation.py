@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from tunekit.data.formats import RowError, check_messages
+from tunekit.data.formats import RowError, check_messages, prompt_part
 from tunekit.data.sources import read_rows
 from tunekit.errors import DataError, UserError
 
@@ -260,9 +260,7 @@ def _prompt_of(row: Any) -> str | Messages:
         if not isinstance(value, str) or not value.strip():
             raise RowError("prompt", "expected a non-empty string or a list of {role, content} messages")
         return value
-    messages = check_messages(row["messages"], "messages", need_assistant=False)
-    while messages and messages[-1]["role"] == "assistant":
-        messages = messages[:-1]
+    messages = prompt_part({"messages": check_messages(row["messages"], "messages", need_assistant=False)})
     if not messages:
         raise RowError("messages", "only assistant turns: nothing to answer")
     return messages

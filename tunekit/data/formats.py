@@ -226,6 +226,17 @@ def _unpaired(row: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": prompt, "completion": completion, "label": label}
 
 
+def prompt_part(row: dict[str, Any]) -> str | list[dict[str, str]]:
+    """The prompt a normalised row poses: its `prompt`, or a chat with its trailing assistant turns cut
+    (the model answers the last user turn). Rows with only assistant turns give an empty list."""
+    if "prompt" in row:
+        return row["prompt"]
+    messages = list(row["messages"])
+    while messages and messages[-1]["role"] == "assistant":
+        messages.pop()
+    return messages
+
+
 def unpair(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Preference pairs as KTO rows: chosen is desirable, rejected is not."""
     out = []

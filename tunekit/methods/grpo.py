@@ -37,7 +37,7 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
     from trl import GRPOConfig, GRPOTrainer
 
     from tunekit.rewards import reward_source
-    from tunekit.rl.rollout import prompt_of
+    from tunekit.data.formats import prompt_part
     from tunekit.training import trainer_kwargs
 
     source = reward_source(settings, str(setup.model.device))
@@ -59,7 +59,7 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
         epsilon=settings.epsilon,
         loss_type=settings.loss_type,
     )
-    train = [{"prompt": prompt_of(row)} for row in data.train]
-    evaluation = [{"prompt": prompt_of(row)} for row in data.eval]
+    train = [{"prompt": prompt_part(row)} for row in data.train]
+    evaluation = [{"prompt": prompt_part(row)} for row in data.eval]
     trainer = GRPOTrainer(reward_funcs=reward, args=config, **trainer_inputs(setup, train=train, evaluation=evaluation))
     return fit(trainer, setup, report, {"eval_reward": "eval_reward"})

@@ -42,7 +42,8 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
     from peft import get_peft_model
 
     from tunekit.rewards import reward_source
-    from tunekit.rl.rollout import ValueHead, prompt_of
+    from tunekit.data.formats import prompt_part
+    from tunekit.rl.rollout import ValueHead
     from tunekit.run import write_summary
     from tunekit.training import count_parameters, lora_config
 
@@ -56,8 +57,8 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
         reference = copy.deepcopy(model).eval().requires_grad_(False)  # full fine-tuning: a frozen copy
     value_head = ValueHead(model.config.hidden_size).to(model.device)
     reward = reward_source(settings, str(model.device))
-    prompts = [prompt_of(row) for row in setup.data.train]
-    eval_prompts = [prompt_of(row) for row in setup.data.eval][:EVAL_PROMPTS]
+    prompts = [prompt_part(row) for row in setup.data.train]
+    eval_prompts = [prompt_part(row) for row in setup.data.eval][:EVAL_PROMPTS]
 
     steps = _steps(recipe, len(prompts))
     total, trainable = count_parameters(model)

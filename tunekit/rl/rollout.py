@@ -1,8 +1,7 @@
 """Rollouts: prompts -> left-padded batches -> sampled responses, and per-token log-probs and values.
 
-    >>> from tunekit.rl.rollout import prompt_of
-    >>> prompt_of({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
-    [{'role': 'user', 'content': 'hi'}]
+    >>> batch = sample(model, tokenizer, ["Reverse the words: a b"], settings, max_prompt=64)  # doctest: +SKIP
+    >>> batch.completions, batch.ended  # doctest: +SKIP
 
 Responses are right-padded after the first stop token; `mask` is 1 on response tokens up to and
 including it. A response that never stops has `ended` False (PPO may penalise it).
@@ -18,15 +17,6 @@ from torch import nn
 
 from tunekit.config.schema import RewardSourceSection
 from tunekit.rl.ppo_math import entropy_from_logits
-
-
-def prompt_of(row: dict[str, Any]) -> Any:
-    """The prompt of a data row: its `prompt`, or a chat's turns before its last assistant turn."""
-    if "prompt" in row:
-        return row["prompt"]
-    messages = row["messages"]
-    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
-    return messages[:last]
 
 
 def prompt_text(tokenizer: Any, prompt: Any) -> str:
