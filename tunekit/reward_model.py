@@ -18,7 +18,8 @@ from tunekit.errors import UserError
 from tunekit.models import adapter_base, resolve_model_path
 
 
-def load_reward_model(name: str) -> tuple[Any, Any]:
+def load_classifier(name: str) -> tuple[Any, Any]:
+    """A sequence-classification model (full, or a LoRA adapter on its recorded base) and its tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_model_path(name)
@@ -33,12 +34,17 @@ def load_reward_model(name: str) -> tuple[Any, Any]:
 
         model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, pad_token_id=tokenizer.pad_token_id)
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    return model.eval(), tokenizer
+
+
+def load_reward_model(name: str) -> tuple[Any, Any]:
+    model, tokenizer = load_classifier(name)
     if model.config.num_labels != 1:
         raise UserError(
             f"{name} has {model.config.num_labels} output labels; a reward model has one score "
             "(train it with tunekit reward, or pick a classifier label where the command allows)"
         )
-    return model.eval(), tokenizer
+    return model, tokenizer
 
 
 def sequence_text(tokenizer: Any, prompt: Any, completion: Any) -> str:
@@ -50,14 +56,21 @@ def sequence_text(tokenizer: Any, prompt: Any, completion: Any) -> str:
     return text if text.endswith(tokenizer.eos_token or "") else text + (tokenizer.eos_token or "")
 
 
-@torch.no_grad()
 def score(model: Any, tokenizer: Any, prompts: list[Any], completions: list[Any], batch_size: int = 16) -> list[float]:
     texts = [sequence_text(tokenizer, p, c) for p, c in zip(prompts, completions)]
     # Chat templates already carry their special tokens; plain strings get the tokenizer's (e.g. BOS).
     special = not (prompts and isinstance(prompts[0], list))
+    return score_texts(model, tokenizer, texts, special=special, batch_size=batch_size)
+
+
+@torch.no_grad()
+def score_texts(
+    model: Any, tokenizer: Any, texts: list[str], label: int = 0, special: bool = True, batch_size: int = 16
+) -> list[float]:
+    """The logit of output `label` for each text, in batches (truncated to the model's maximum length)."""
     scores: list[float] = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
+        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
                           add_special_tokens=special).to(model.device)
-        scores.extend(model(**batch).logits[:, 0].float().tolist())
+        scores.extend(model(**batch).logits[:, label].float().tolist())
     return scores

@@ -70,25 +70,17 @@ def _checked(function: Callable[..., Any], spec: str) -> Reward:
 
 def _classifier(section: RewardSourceSection, device: str) -> Reward:
     """The logit of one label of a sequence classifier (e.g. a toxicity model's non-toxic class)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from tunekit.reward_model import load_classifier, score_texts, sequence_text
 
-    from tunekit.models import resolve_model_path
-    from tunekit.reward_model import sequence_text
-
-    path = resolve_model_path(section.reward_model or "")
-    model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    index = _label_index(section.reward_label, model.config, section.reward_model or "")
+    name = section.reward_model or ""
+    model, tokenizer = load_classifier(name)
+    model.to(device)
+    index = _label_index(section.reward_label, model.config, name)
     only_completion = section.reward_input == "completion"
 
-    @torch.no_grad()
     def call(prompts: list[Any], completions: list[str]) -> list[float]:
         texts = completions if only_completion else [sequence_text(tokenizer, p, c) for p, c in zip(prompts, completions)]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True).to(device)
-        return model(**batch).logits[:, index].float().tolist()
+        return score_texts(model, tokenizer, texts, label=index)
 
     return call
 
