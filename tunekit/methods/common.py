@@ -22,6 +22,8 @@ from tunekit.errors import UserError
 from tunekit.run import check_run_dir, prepare_run_dir, write_summary
 
 Report = Callable[[str], None]
+# trl's metrics for preference trainers (DPO, ORPO, CPO/SimPO): summary name -> eval metric.
+PREFERENCE_FIGURES = {"eval_reward_accuracy": "eval_rewards/accuracies", "eval_reward_margin": "eval_rewards/margins"}
 
 
 @dataclass

@@ -14,9 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.methods.common import Report, fit, preference_eval, prepare, trainer_inputs
-
-FIGURES = {"eval_reward_accuracy": "eval_rewards/accuracies", "eval_reward_margin": "eval_rewards/margins"}
+from tunekit.methods.common import PREFERENCE_FIGURES, Report, fit, preference_eval, prepare, trainer_inputs
 
 
 def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
@@ -45,4 +43,4 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
     )
     trainer = DPOTrainer(ref_model=reference, args=config, **trainer_inputs(setup))
 
-    return fit(trainer, setup, report, FIGURES, extra_eval=preference_eval(trainer, setup))
+    return fit(trainer, setup, report, PREFERENCE_FIGURES, extra_eval=preference_eval(trainer, setup))

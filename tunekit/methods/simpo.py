@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.methods.common import Report, fit, preference_eval, prepare, trainer_inputs
-from tunekit.methods.dpo import FIGURES
+from tunekit.methods.common import PREFERENCE_FIGURES, Report, fit, preference_eval, prepare, trainer_inputs
 
 
 def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
@@ -34,5 +33,4 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
         simpo_gamma=settings.gamma,
     )
     trainer = CPOTrainer(args=config, **trainer_inputs(setup))
-
-    return fit(trainer, setup, report, FIGURES, extra_eval=preference_eval(trainer, setup))
+    return fit(trainer, setup, report, PREFERENCE_FIGURES, extra_eval=preference_eval(trainer, setup))
