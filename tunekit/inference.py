@@ -26,10 +26,10 @@ from tunekit.config.schema import ModelSection
 from tunekit.errors import UserError
 from tunekit.models import (
     adapter_base,
+    default_device,
     from_pretrained_or_explain,
+    load_kwargs,
     load_tokenizer,
-    quantization_config,
-    resolve_dtype,
     resolve_model_path,
 )
 
@@ -175,14 +175,10 @@ def load_model(ref: Reference, section: ModelSection) -> tuple[Any, bool]:
             "use a decoder-only (GPT, LLaMA, Qwen) or encoder-decoder (T5, BART) model"
         )
     is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(section.dtype)}
-    quant = quantization_config(section)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if quant is not None:
-        kwargs.update(quantization_config=quant, device_map={"": device})
+    kwargs = load_kwargs(section)
     model = _load(AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM, ref, section, **kwargs)
-    if quant is None:
-        model.to(device)
+    if "quantization_config" not in kwargs:
+        model.to(default_device())
     return model, is_seq2seq
 
 

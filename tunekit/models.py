@@ -67,6 +67,18 @@ def quantization_config(section: ModelSection) -> BitsAndBytesConfig | None:
     )
 
 
+def load_kwargs(section: ModelSection, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """`from_pretrained` keywords for a model section: dtype, bitsandbytes config (placed whole on one
+    device, as k-bit weights cannot move after loading), attention kernel."""
+    kwargs: dict[str, Any] = {"dtype": dtype or resolve_dtype(section.dtype)}
+    quant = quantization_config(section)
+    if quant is not None:
+        kwargs.update(quantization_config=quant, device_map={"": default_device()})
+    if section.attn_implementation:
+        kwargs["attn_implementation"] = section.attn_implementation
+    return kwargs
+
+
 def load_tokenizer(path: str, section: ModelSection) -> PreTrainedTokenizerBase:
     tokenizer = from_pretrained_or_explain(AutoTokenizer, path, section)
     if tokenizer.pad_token is None:
@@ -106,13 +118,8 @@ def load_model(
     path = resolve_model_path(section.name_or_path)
     base = adapter_base(path)
     tokenizer = load_tokenizer(path, section)
-    kwargs: dict[str, Any] = {"dtype": dtype or resolve_dtype(section.dtype)}
-    quant = quantization_config(section)
-    if quant is not None:
-        kwargs["quantization_config"] = quant
-        kwargs["device_map"] = {"": _default_device()}
-    if section.attn_implementation:
-        kwargs["attn_implementation"] = section.attn_implementation
+    kwargs = load_kwargs(section, dtype)
+    quant = kwargs.get("quantization_config")
     if head == "score":
         kwargs.update(num_labels=1, pad_token_id=tokenizer.pad_token_id)
     model = from_pretrained_or_explain(HEADS[head], base or path, section, **kwargs)
@@ -144,7 +151,7 @@ def _apply_adapter(model: Any, path: str, section: ModelSection, adapter: Adapte
     return merged
 
 
-def _default_device() -> str:
+def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
