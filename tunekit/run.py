@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,13 @@ SUMMARY_KEYS = (
     "runtime_seconds",
     "train_loss",
 )
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the command line asked a training run to start."""
+
+    overwrite: bool = False  # replace a non-empty output_dir
 
 
 def check_run_dir(recipe: Recipe, overwrite: bool) -> Path:

@@ -40,8 +40,10 @@ def _command(method: str) -> Callable[..., None]:
         loaded = load_recipe(recipe, overrides)
         if loaded.method != method:
             raise UserError(f"{recipe} is a recipe for `tunekit {loaded.method}`, not `tunekit {method}`")
+        from tunekit.run import RunOptions
+
         module = importlib.import_module(f"tunekit.methods.{method}")
-        module.run(loaded, overwrite=overwrite, report=typer.echo)
+        module.run(loaded, RunOptions(overwrite=overwrite), report=typer.echo)
 
     return train
 

@@ -1,1 +1,1 @@
-"""One flat module per training method; each has `run(recipe, overwrite, report) -> summary`."""
+"""One flat module per training method; each has `run(recipe, options, report) -> summary`."""

@@ -1,6 +1,6 @@
 """The part every training method shares: checks before writing anything, then eval -> train -> eval -> save.
 
-    setup = prepare(recipe, overwrite)                  # data, model, tokenizer, run folder
+    setup = prepare(recipe, options)                  # data, model, tokenizer, run folder
     trainer = SomeTrlTrainer(args=config, **trainer_inputs(setup))  # the method's own part
     return fit(trainer, setup, report, {"eval_loss": "eval_loss"})
 
@@ -19,7 +19,7 @@ from typing import Any
 from tunekit.config import Recipe
 from tunekit.data import Data, load_data
 from tunekit.errors import UserError
-from tunekit.run import check_run_dir, prepare_run_dir, write_summary
+from tunekit.run import RunOptions, check_run_dir, prepare_run_dir, write_summary
 
 Report = Callable[[str], None]
 # trl's metrics for preference trainers (DPO, ORPO, CPO/SimPO): summary name -> eval metric.
@@ -34,11 +34,12 @@ class Setup:
     tokenizer: Any
     out: Path
     dtype: Any  # torch.dtype the run computes in
+    options: RunOptions
 
 
-def prepare(recipe: Recipe, overwrite: bool, head: str = "causal-lm") -> Setup:
+def prepare(recipe: Recipe, options: RunOptions, head: str = "causal-lm") -> Setup:
     """Every check that can fail on the user's input runs here, before the run folder is written."""
-    check_run_dir(recipe, overwrite)
+    check_run_dir(recipe, options.overwrite)
     data = load_data(recipe.data, recipe.training.seed, recipe.method)
 
     from tunekit.models import load_model, resolve_dtype
@@ -61,8 +62,8 @@ def prepare(recipe: Recipe, overwrite: bool, head: str = "causal-lm") -> Setup:
             f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages "
             f"(format {data.format}); use a model with a chat template, or plain-text prompts"
         )
-    out = prepare_run_dir(recipe, overwrite)
-    return Setup(recipe, data, model, tokenizer, out, resolve_dtype(recipe.model.dtype))
+    out = prepare_run_dir(recipe, options.overwrite)
+    return Setup(recipe, data, model, tokenizer, out, resolve_dtype(recipe.model.dtype), options)
 
 
 def trainer_inputs(

@@ -15,10 +15,11 @@ from typing import Any
 
 from tunekit.config import Recipe
 from tunekit.methods.common import PREFERENCE_FIGURES, Report, fit, preference_eval, prepare, trainer_inputs
+from tunekit.run import RunOptions
 
 
-def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
-    setup = prepare(recipe, overwrite)
+def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
+    setup = prepare(recipe, options)
     data, settings = setup.data, recipe.dpo
     assert settings is not None  # the schema fills it for method dpo
 

@@ -17,9 +17,10 @@ from typing import Any
 from tunekit.config import Recipe
 from tunekit.errors import UserError
 from tunekit.methods.common import Report, fit, prepare, trainer_inputs
+from tunekit.run import RunOptions
 
 
-def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
+def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
     settings = recipe.grpo
     assert settings is not None  # the schema fills it for method grpo
     t = recipe.training
@@ -31,7 +32,7 @@ def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict
     if t.batch_size % settings.num_generations:
         raise UserError(f"training.batch_size ({t.batch_size}) must be a multiple of grpo.num_generations "
                         f"({settings.num_generations}): evaluation samples one group per prompt per batch")
-    setup = prepare(recipe, overwrite)
+    setup = prepare(recipe, options)
     data = setup.data
 
     from trl import GRPOConfig, GRPOTrainer

@@ -26,17 +26,18 @@ from typing import Any
 from tunekit.config import Recipe
 from tunekit.errors import UserError
 from tunekit.methods.common import Report, prepare
+from tunekit.run import RunOptions
 
 EVAL_PROMPTS = 64  # held-out prompts scored before and after training
 SAMPLES = 3  # generations written to samples.jsonl each time
 
 
-def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
+def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
     settings = recipe.ppo
     assert settings is not None  # the schema fills it for method ppo
     if recipe.training.optimizer not in ("adamw", "sgd"):
         raise UserError(f"training.optimizer: tunekit ppo supports adamw and sgd, not {recipe.training.optimizer}")
-    setup = prepare(recipe, overwrite)
+    setup = prepare(recipe, options)
 
     import torch
     from peft import get_peft_model

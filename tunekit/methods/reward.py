@@ -14,10 +14,11 @@ from typing import Any
 
 from tunekit.config import Recipe
 from tunekit.methods.common import Report, fit, prepare, trainer_inputs
+from tunekit.run import RunOptions
 
 
-def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
-    setup = prepare(recipe, overwrite, head="score")
+def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
+    setup = prepare(recipe, options, head="score")
     data, settings = setup.data, recipe.reward
     assert settings is not None
 

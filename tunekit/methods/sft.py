@@ -13,10 +13,11 @@ from typing import Any
 from tunekit.config import Recipe
 from tunekit.errors import UserError
 from tunekit.methods.common import Report, fit, prepare, trainer_inputs
+from tunekit.run import RunOptions
 
 
-def run(recipe: Recipe, overwrite: bool = False, report: Report = print) -> dict[str, Any]:
-    setup = prepare(recipe, overwrite)
+def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
+    setup = prepare(recipe, options)
     data = setup.data
     assistant_only = data.kind == "messages" and recipe.data.train_on == "completion"
     if assistant_only:
