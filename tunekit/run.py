@@ -36,28 +36,39 @@ SUMMARY_KEYS = (
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How the command line asked a training run to start."""
+    """How the command line asked a training run to start: the one carrier of its run flags."""
 
     overwrite: bool = False  # replace a non-empty output_dir
+    resume: bool = False  # continue from the newest complete checkpoint in output_dir/checkpoints
+    force: bool = False  # resume from a checkpoint made by a different recipe
+    num_processes: int | None = None  # run under `accelerate launch` with this many processes
+    accelerate_config: str | None = None  # packaged config name or path (tunekit.launch)
+    # The tunekit command line the launched processes run: the same, without the launch flags.
+    launch_args: tuple[str, ...] = ()
 
 
-def check_run_dir(recipe: Recipe, overwrite: bool) -> Path:
-    """Refuse an existing, non-empty `output_dir` unless `overwrite`; call it before any slow work."""
+def check_run_dir(recipe: Recipe, overwrite: bool, resume: bool = False) -> Path:
+    """Refuse an existing, non-empty `output_dir` unless `overwrite` or `resume`; call it before slow work."""
     out = Path(recipe.output_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"output_dir {out} exists and is a file")
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if overwrite and resume:
+        raise UserError("--overwrite replaces output_dir and --resume continues it: pass one of them")
+    if out.exists() and any(out.iterdir()) and not (overwrite or resume):
         raise UserError(
-            f"output_dir {out} already exists and is not empty; pass --overwrite to replace it, "
-            "or choose another with output_dir=runs/NAME"
+            f"output_dir {out} already exists and is not empty; pass --resume to continue it, --overwrite "
+            "to replace it, or choose another with output_dir=runs/NAME"
         )
     return out
 
 
-def prepare_run_dir(recipe: Recipe, overwrite: bool) -> Path:
-    """Create `output_dir` (emptied first with `overwrite`) and write recipe.yaml."""
-    out = check_run_dir(recipe, overwrite)
-    if out.exists():
+def prepare_run_dir(recipe: Recipe, overwrite: bool, resume: bool = False) -> Path:
+    """Create `output_dir` (emptied first with `overwrite`, kept with `resume`) and write recipe.yaml.
+
+    Main process only; the others wait (tunekit.launch.wait_for_everyone).
+    """
+    out = check_run_dir(recipe, overwrite, resume)
+    if out.exists() and not resume:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)

@@ -1,22 +1,32 @@
 """Builders and callbacks shared by the training methods: recipe -> peft / transformers settings.
 
     >>> from tunekit.config.schema import AdapterSection
-    >>> lora_config(AdapterSection(type="lora", r=4)).r
+    >>> peft_config(AdapterSection(type="lora", r=4)).r
     4
+    >>> peft_config(AdapterSection(type="prompt_tuning", num_virtual_tokens=8)).num_virtual_tokens
+    8
 
 Each method module (tunekit/methods/*.py) reads top to bottom and calls these.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig
+from peft import (
+    LoraConfig,
+    PeftConfig,
+    PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptTuningConfig,
+)
 from transformers import TrainerCallback
 
-from tunekit.config.schema import AdapterSection, Recipe
+from tunekit.config.schema import SOFT_PROMPTS, AdapterSection, Recipe
 from tunekit.errors import UserError
 from tunekit.run import append_metrics
 
@@ -29,22 +39,72 @@ OPTIMIZERS = {
 }
 
 
-def lora_config(adapter: AdapterSection, model: Any = None, task_type: str = "CAUSAL_LM") -> LoraConfig | None:
-    """A new LoRA for the recipe; None for full fine-tuning or when `model` already carries the adapter to train."""
-    if adapter.type not in ("lora", "qlora") or _is_peft(model):
+def peft_config(
+    adapter: AdapterSection, model: Any = None, task_type: str = "CAUSAL_LM", tokenizer_path: str | None = None
+) -> PeftConfig | None:
+    """A new adapter for the recipe (LoRA or a soft prompt); None for full fine-tuning or when `model`
+    already carries the adapter to train. `tokenizer_path` tokenises a prompt_tuning init text."""
+    if adapter.type == "none" or _is_peft(model):
         return None
-    return LoraConfig(
-        r=adapter.r,
-        lora_alpha=adapter.alpha,
-        lora_dropout=adapter.dropout,
-        target_modules=adapter.target_modules,
-        bias=adapter.bias,
-        task_type=task_type,
+    if adapter.type in ("lora", "qlora"):
+        return LoraConfig(
+            r=adapter.r,
+            lora_alpha=adapter.alpha,
+            lora_dropout=adapter.dropout,
+            target_modules=adapter.target_modules,
+            bias=adapter.bias,
+            task_type=task_type,
+        )
+    common: dict[str, Any] = {"task_type": task_type, "num_virtual_tokens": adapter.num_virtual_tokens}
+    if adapter.type == "prompt_tuning":
+        if adapter.prompt_init == "random":
+            return PromptTuningConfig(**common)
+        return PromptTuningConfig(
+            **common, prompt_tuning_init="TEXT", prompt_tuning_init_text=adapter.prompt_init_text,
+            tokenizer_name_or_path=tokenizer_path,
+        )
+    if adapter.type == "prefix_tuning":
+        return PrefixTuningConfig(
+            **common, prefix_projection=adapter.prefix_projection, encoder_hidden_size=adapter.encoder_hidden_size
+        )
+    return PromptEncoderConfig(
+        **common, encoder_hidden_size=adapter.encoder_hidden_size,
+        encoder_reparameterization_type=adapter.encoder_type.upper(),
     )
 
 
 def _is_peft(model: Any) -> bool:
     return model is not None and hasattr(model, "peft_config")
+
+
+def check_adapter(adapter: AdapterSection, model: Any) -> None:
+    """The recipe's new adapter must fit the loaded model: LoRA targets it has, a soft prompt its family
+    can take. Checked before the run folder is written (peft fails later, or skips a name silently)."""
+    if adapter.type == "none" or _is_peft(model):
+        return
+    family = getattr(model.config, "model_type", type(model).__name__)
+    if adapter.type in ("lora", "qlora") and adapter.target_modules != "all-linear":
+        names = [name for name, _ in model.named_modules() if name]
+        targets = adapter.target_modules
+        if isinstance(targets, str):  # peft reads one string as a regex over full module names
+            missing = [] if any(re.fullmatch(targets, name) for name in names) else [targets]
+        else:
+            missing = [t for t in targets if not any(name == t or name.endswith("." + t) for name in names)]
+        if missing:
+            linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if _is_linear(module)})
+            raise UserError(
+                f"adapter.target_modules: {', '.join(missing)} not found in this {family} model; "
+                f"its linear layers are named {', '.join(n for n in linear if n != 'lm_head')} (or use all-linear)"
+            )
+    if adapter.type == "prefix_tuning" and "past_key_values" not in inspect.signature(model.forward).parameters:
+        raise UserError(f"adapter.type: prefix_tuning needs a model that takes past_key_values; {family} does not")
+    if adapter.type in SOFT_PROMPTS and model.get_input_embeddings() is None:
+        raise UserError(f"adapter.type: {adapter.type} needs the model's input embeddings; {family} exposes none")
+
+
+def _is_linear(module: Any) -> bool:
+    # Conv1D: GPT-2's linear layers; bitsandbytes' Linear4bit / Linear8bitLt subclass nn.Linear.
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
 
 
 def check_environment(recipe: Recipe) -> None:
@@ -57,7 +117,8 @@ def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval
     """Keyword arguments for transformers' TrainingArguments (and trl configs that extend it)."""
     t = recipe.training
     return {
-        "output_dir": str(out / "checkpoints"),
+        # Checkpoints are written under a temporary name and renamed when complete (tunekit.checkpoints).
+        "output_dir": str(out / "checkpoints" / ".partial"),
         "learning_rate": t.learning_rate,
         "max_steps": t.max_steps,
         "num_train_epochs": t.epochs,
@@ -75,7 +136,7 @@ def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval
         "eval_steps": t.eval_steps,
         "save_strategy": "steps" if t.save_steps else "no",
         "save_steps": t.save_steps or 500,
-        "save_total_limit": t.save_total_limit,
+        "save_total_limit": None,  # tunekit.checkpoints rotates the complete ones; the Trainer sees one at a time
         "seed": t.seed,
         "data_seed": t.seed,
         "report_to": "none",  # TensorBoard goes through `callbacks()`, into the run folder
@@ -101,8 +162,19 @@ def count_parameters(model: Any) -> tuple[int, int]:
 
 
 def callbacks(recipe: Recipe, out: Path) -> list[TrainerCallback]:
-    """metrics.jsonl always; TensorBoard event files in `output_dir/tensorboard` when asked for."""
-    chosen: list[TrainerCallback] = [MetricsLogger(out), ProgressReporter()]
+    """metrics.jsonl always; TensorBoard event files in `output_dir/tensorboard` when asked for.
+
+    Also what makes runs resumable: atomic checkpoints, a checkpoint on SIGINT/SIGTERM, per-process seeds.
+    """
+    from tunekit.checkpoints import CheckpointWriter, ProcessSeed, StopOnSignal
+
+    chosen: list[TrainerCallback] = [
+        MetricsLogger(out),
+        ProgressReporter(),
+        CheckpointWriter(recipe, out),
+        StopOnSignal(),
+        ProcessSeed(recipe.training.seed),
+    ]
     if recipe.training.report_to == "tensorboard":
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback

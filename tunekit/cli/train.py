@@ -2,9 +2,13 @@
 
     $ tunekit sft recipes/tiny/sft-lora.yaml training.max_steps=20 output_dir=runs/try --overwrite
     $ tunekit dpo recipes/tiny/dpo.yaml
+    $ tunekit sft recipes/tiny/sft-full.yaml --num-processes 2       # two processes, accelerate launch
+    $ tunekit sft recipes/tiny/sft-full.yaml --resume                # from the newest complete checkpoint
+    $ tunekit accelerate-config multi-node > multi-node.yaml         # a packaged config, to edit
 
 Each command loads and validates the recipe, checks it is meant for this command, and runs
-`tunekit.methods.<name>.run`.
+`tunekit.methods.<name>.run` with the run flags in one `RunOptions`. In processes started by a
+launcher only rank 0 prints.
 """
 
 from __future__ import annotations
@@ -20,6 +24,20 @@ from tunekit.errors import UserError
 RECIPE = typer.Argument(..., help="Recipe YAML file (see `tunekit recipes list`).", show_default=False)
 OVERRIDES = typer.Argument(None, help="Overrides such as training.max_steps=50 adapter.type=lora.", show_default=False)
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing, non-empty output_dir.")
+RESUME = typer.Option(
+    False, "--resume", help="Continue output_dir from its newest complete checkpoint (model, optimizer, "
+    "scheduler, RNG, data position); start from step 0 when there is none."
+)
+FORCE = typer.Option(False, "--force", help="With --resume: accept a checkpoint made by a different recipe.")
+NUM_PROCESSES = typer.Option(
+    None, "--num-processes", min=1, show_default=False,
+    help="Run under `accelerate launch` with N processes (all machines together); default config: ddp.",
+)
+ACCELERATE_CONFIG = typer.Option(
+    None, "--accelerate-config", show_default=False,
+    help="Run under `accelerate launch` with this config: ddp, fsdp, deepspeed-zero2, deepspeed-zero3, "
+    "multi-node, or a path to your own accelerate config file.",
+)
 
 METHODS = {
     "sft": "Supervised fine-tuning of a decoder-only model: full, LoRA or QLoRA.",
@@ -30,24 +48,76 @@ METHODS = {
     "simpo": "SimPO: length-normalised, reference-free preference optimisation (trl's CPO, experimental).",
     "ppo": "PPO (RLHF): sample, score with a reward model or function, optimise with a KL penalty.",
     "grpo": "GRPO (trl): critic-free RL, rewards compared within groups of completions per prompt.",
+    "classify": "Sequence classification (BERT family and others) on text/label rows: full or LoRA.",
+    "pretrain": "Continued pretraining on raw text: causal LM (decoder-only) or masked LM (encoder-only).",
 }
 
 
 def _command(method: str) -> Callable[..., None]:
-    def train(recipe: Path = RECIPE, overrides: list[str] | None = OVERRIDES, overwrite: bool = OVERWRITE) -> None:
+    def train(
+        recipe: Path = RECIPE,
+        overrides: list[str] | None = OVERRIDES,
+        overwrite: bool = OVERWRITE,
+        resume: bool = RESUME,
+        force: bool = FORCE,
+        num_processes: int | None = NUM_PROCESSES,
+        accelerate_config: str | None = ACCELERATE_CONFIG,
+    ) -> None:
+        from tunekit import launch
         from tunekit.config import load_recipe
 
         loaded = load_recipe(recipe, overrides)
         if loaded.method != method:
             raise UserError(f"{recipe} is a recipe for `tunekit {loaded.method}`, not `tunekit {method}`")
+        if force and not resume:
+            raise UserError("--force only applies with --resume")
+        if accelerate_config is not None:
+            launch.resolve_config(accelerate_config)  # an unknown name fails here, before any slow work
+        from tunekit.checkpoints import Stopped
         from tunekit.run import RunOptions
 
+        flags = [flag for flag, on in (("--overwrite", overwrite), ("--resume", resume), ("--force", force)) if on]
+        options = RunOptions(
+            overwrite=overwrite,
+            resume=resume,
+            force=force,
+            num_processes=num_processes,
+            accelerate_config=accelerate_config,
+            launch_args=(method, str(recipe), *(overrides or []), *flags),
+        )
+        main = launch.is_main_process()
         module = importlib.import_module(f"tunekit.methods.{method}")
-        module.run(loaded, RunOptions(overwrite=overwrite), report=typer.echo)
+        try:
+            module.run(loaded, options, report=typer.echo if main else _silent)
+        except launch.Launched as launched:
+            raise typer.Exit(launched.code) from None
+        except Stopped as stopped:
+            if main:
+                typer.echo(str(stopped), err=True)
+            raise typer.Exit(stopped.code) from None
 
     return train
+
+
+def _silent(_line: str) -> None:
+    """Ranks other than 0 print nothing: one copy of each line is enough."""
+
+
+def accelerate_config(
+    name: str | None = typer.Argument(None, help="A packaged config; without it, list them.", show_default=False),
+) -> None:
+    """Print a packaged accelerate config (to copy and edit), or list them with their paths."""
+    from tunekit import launch
+
+    if name is None:
+        for known in launch.config_names():
+            path = launch.resolve_config(known)
+            typer.echo(f"{known:<16} {launch.config_describes(path)}\n{'':<16} {path}")
+        return
+    typer.echo(launch.resolve_config(name).read_text(encoding="utf-8"), nl=False)
 
 
 def register(app: typer.Typer) -> None:
     for method, summary in METHODS.items():
         app.command(name=method, help=summary)(_command(method))
+    app.command(name="accelerate-config")(accelerate_config)

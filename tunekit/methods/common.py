@@ -35,19 +35,32 @@ class Setup:
     out: Path
     dtype: Any  # torch.dtype the run computes in
     options: RunOptions
+    resume: Any = None  # tunekit.checkpoints.Found with --resume (its path None: nothing to resume)
 
 
 def prepare(recipe: Recipe, options: RunOptions, head: str = "causal-lm") -> Setup:
-    """Every check that can fail on the user's input runs here, before the run folder is written."""
-    check_run_dir(recipe, options.overwrite)
-    data = load_data(recipe.data, recipe.training.seed, recipe.method)
+    """Every check that can fail on the user's input runs here, before the run folder is written.
+
+    With --num-processes / --accelerate-config the checks run here, then the command runs again under
+    `accelerate launch` (tunekit.launch.relaunch raises Launched); in launched processes only rank 0
+    writes the run folder.
+    """
+    from tunekit import launch
+
+    main = launch.is_main_process()
+    if main:
+        check_run_dir(recipe, options.overwrite, options.resume)
+    data = load_data(recipe.data, recipe.training.seed, recipe.method, getattr(recipe.classify, "labels", None))
 
     from tunekit.models import load_model, resolve_dtype
     from tunekit.quiet import quiet_libraries
-    from tunekit.training import check_environment
+    from tunekit.training import check_adapter, check_environment
 
     quiet_libraries()
     check_environment(recipe)
+    resume = _find_resume(recipe, options)
+    if launch.launch_requested(options.num_processes, options.accelerate_config):
+        launch.relaunch(options.launch_args, options.num_processes, options.accelerate_config)
     # The grad scaler cannot step fp16 weights: full fine-tuning in fp16 keeps fp32 weights under autocast.
     full_fp16 = recipe.model.dtype == "fp16" and recipe.adapter.type == "none"
     model, tokenizer = load_model(
@@ -56,14 +69,41 @@ def prepare(recipe: Recipe, options: RunOptions, head: str = "causal-lm") -> Set
         head=head,
         dtype=resolve_dtype("fp32") if full_fp16 else None,
         gradient_checkpointing=recipe.training.gradient_checkpointing,
+        labels=data.labels or None,
     )
+    check_adapter(recipe.adapter, model)
+    if head == "seq2seq-lm":
+        from tunekit.methods.seq2seq import check_targets
+
+        check_targets(data, recipe.data.train)
     if data.conversational and not tokenizer.chat_template:
         raise UserError(
             f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages "
             f"(format {data.format}); use a model with a chat template, or plain-text prompts"
         )
-    out = prepare_run_dir(recipe, options.overwrite)
-    return Setup(recipe, data, model, tokenizer, out, resolve_dtype(recipe.model.dtype), options)
+    out = Path(recipe.output_dir).expanduser()
+    if main:
+        prepare_run_dir(recipe, options.overwrite, options.resume)
+        _start_resumed(out, resume)
+    launch.wait_for_everyone()
+    return Setup(recipe, data, model, tokenizer, out, resolve_dtype(recipe.model.dtype), options, resume)
+
+
+def _find_resume(recipe: Recipe, options: RunOptions) -> Any:
+    if not options.resume:
+        return None
+    from tunekit.checkpoints import find_resume
+
+    return find_resume(recipe, Path(recipe.output_dir).expanduser(), options.force)
+
+
+def _start_resumed(out: Path, resume: Any) -> None:
+    """Clear half-written checkpoints; drop metrics the resumed run will log again."""
+    from tunekit.checkpoints import clear_staging, trim_metrics
+
+    clear_staging(out)
+    if resume is not None:
+        trim_metrics(out, resume.step)
 
 
 def trainer_inputs(
@@ -78,7 +118,8 @@ def trainer_inputs(
     """
     from datasets import Dataset
 
-    from tunekit.training import callbacks, lora_config
+    from tunekit.models import resolve_model_path
+    from tunekit.training import callbacks, peft_config
 
     train = setup.data.train if train is None else train
     evaluation = setup.data.eval if evaluation is None else evaluation
@@ -87,7 +128,9 @@ def trainer_inputs(
         "train_dataset": Dataset.from_list(train),
         "eval_dataset": Dataset.from_list(evaluation) if evaluation else None,
         "processing_class": setup.tokenizer,
-        "peft_config": lora_config(setup.recipe.adapter, setup.model, task_type=task_type),
+        "peft_config": peft_config(
+            setup.recipe.adapter, setup.model, task_type, tokenizer_path=resolve_model_path(setup.recipe.model.name_or_path)
+        ),
         "callbacks": callbacks(setup.recipe, setup.out),
     }
 
@@ -117,14 +160,18 @@ def fit(
     before = _evaluate(trainer, figures, extra_eval) if data.eval else {}
     if before:
         report("before training: " + _figures_line(before))
+        from tunekit._compat import ddp_after_evaluate
+
+        ddp_after_evaluate(trainer)
     started = time.perf_counter()
-    result = trainer.train()
+    result = _train(trainer, setup, report)
     runtime = time.perf_counter() - started
     after = _evaluate(trainer, figures, extra_eval) if data.eval else {}
 
     final = out / "final"
-    trainer.save_model(str(final))
-    setup.tokenizer.save_pretrained(str(final))
+    trainer.save_model(str(final))  # every rank: FSDP / ZeRO-3 gather the weights; rank 0 writes
+    if trainer.is_world_process_zero():
+        setup.tokenizer.save_pretrained(str(final))
 
     tokens = int(trainer.state.num_input_tokens_seen)
     summary: dict[str, Any] = {
@@ -136,8 +183,8 @@ def fit(
         "trainable_parameters": trainable,
         "steps": trainer.state.global_step,
         "runtime_seconds": round(runtime, 3),
-        "train_loss": result.training_loss,
-        "world_size": trainer.args.world_size,
+        "train_loss": result.training_loss,  # mean over the steps this run trained (after a resume: since it)
+        **_scale_figures(trainer, setup),
     }
     if tokens:  # trainers whose batches carry no `input_ids` (ORPO, CPO) are not counted by transformers
         summary.update(train_tokens=tokens, train_tokens_per_second=round(tokens / runtime, 2))
@@ -152,8 +199,58 @@ def fit(
     report(f"done in {runtime:.1f}s: {summary['steps']} steps, train loss {summary['train_loss']:.4f}{speed}")
     if after:
         report("after training: " + _figures_line(after))
+    if summary.get("replicas_identical") is False:
+        report(f"warning: the processes ended with different weights (checksums {summary['replica_checksums']})")
     report(f"saved {final}")
     return summary
+
+
+def _train(trainer: Any, setup: Setup, report: Report) -> Any:
+    """trainer.train(), from the checkpoint --resume found; a SIGINT/SIGTERM stop raises Stopped."""
+    from tunekit.checkpoints import CheckpointWriter, StopOnSignal, Stopped, describe
+
+    resume = setup.resume
+    if resume is not None:
+        for name, reason in resume.skipped:
+            report(f"skipping {name}: {reason}")
+        if resume.path is None:
+            report(f"--resume: no complete checkpoint in {setup.out / 'checkpoints'}; starting from step 0")
+        else:
+            report(describe(resume, trainer.args.max_steps))
+            made_with = resume.manifest.get("world_size", 1)
+            if made_with != trainer.args.world_size:
+                report(f"  note: made with {made_with} process(es), resumed with {trainer.args.world_size}: "
+                       "the global batch and the data position per process differ")
+    result = trainer.train(resume_from_checkpoint=str(resume.path) if resume and resume.path else None)
+    found = {type(cb): cb for cb in trainer.callback_handler.callbacks}
+    stop, writer = found.get(StopOnSignal), found.get(CheckpointWriter)
+    if stop is not None and stop.signum:
+        raise Stopped(stop.signum, writer.saved if writer else None)
+    return result
+
+
+def _scale_figures(trainer: Any, setup: Setup) -> dict[str, Any]:
+    """Processes, global batch, the checkpoint resumed from, and (DDP) whether the replicas agree."""
+    args = trainer.args
+    figures: dict[str, Any] = {
+        "world_size": args.world_size,
+        "distributed_type": str(trainer.accelerator.distributed_type.value),  # NO, MULTI_CPU, MULTI_GPU, FSDP, ...
+        # sequences per optimizer step: processes x per-device batch x accumulation
+        "global_batch_size": args.world_size * args.per_device_train_batch_size * args.gradient_accumulation_steps,
+    }
+    if setup.resume is not None and setup.resume.path is not None:
+        figures["resumed_from"] = setup.resume.path.name
+    if args.world_size > 1 and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        import torch
+        from accelerate.utils import gather_object
+
+        # DDP keeps a full copy per process: position-weighted sums tell whether the copies still agree.
+        total = torch.zeros((), dtype=torch.float64, device=args.device)
+        for i, param in enumerate(trainer.model.parameters()):
+            total += (i + 1) * param.detach().double().sum() + param.detach().double().square().sum()
+        checksums = gather_object([total.item()])
+        figures.update(replica_checksums=checksums, replicas_identical=len(set(checksums)) == 1)
+    return figures
 
 
 def _evaluate(trainer: Any, figures: dict[str, str], extra_eval: Callable[[], dict[str, float]] | None) -> dict:

@@ -37,6 +37,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
     assert settings is not None  # the schema fills it for method ppo
     if recipe.training.optimizer not in ("adamw", "sgd"):
         raise UserError(f"training.optimizer: tunekit ppo supports adamw and sgd, not {recipe.training.optimizer}")
+    _refuse_launch_and_resume(options)
     setup = prepare(recipe, options)
 
     import torch
@@ -46,12 +47,12 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
     from tunekit.data.formats import prompt_part
     from tunekit.rl.rollout import ValueHead
     from tunekit.run import write_summary
-    from tunekit.training import count_parameters, lora_config
+    from tunekit.training import count_parameters, peft_config
 
     torch.manual_seed(recipe.training.seed)
     model = setup.model
     reference = None
-    peft = lora_config(recipe.adapter, model)
+    peft = peft_config(recipe.adapter, model)
     if peft is not None:
         model = get_peft_model(model, peft)
     elif not hasattr(model, "peft_config"):
@@ -117,6 +118,18 @@ def _rollouts(recipe: Recipe) -> int:
     assert recipe.ppo is not None
     return recipe.training.batch_size * recipe.training.gradient_accumulation_steps * recipe.ppo.num_mini_batches
 
+
+def _refuse_launch_and_resume(options: RunOptions) -> None:
+    """PPO's loop is tunekit's own, outside transformers' Trainer: one process, no checkpoints to resume."""
+    from tunekit.launch import world_size
+
+    if (options.num_processes or 1) > 1 or options.accelerate_config or world_size() > 1:
+        raise UserError(
+            "tunekit ppo runs in one process (its loop is tunekit's own, not transformers' Trainer); "
+            "leave out --num-processes / --accelerate-config, or use tunekit grpo, which scales out"
+        )
+    if options.resume:
+        raise UserError("tunekit ppo cannot --resume: its loop writes no checkpoints; start again with --overwrite")
 
 def _steps(recipe: Recipe, n_prompts: int) -> int:
     if recipe.training.max_steps > 0:

@@ -1,0 +1,172 @@
+"""Scaling out through `accelerate launch`: the command tunekit builds, the packaged configs, and a real
+2-process run (gloo on this CPU) that ends with identical weights on both ranks and matches a
+1-process run with the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import chat_rows, reversal_pairs, write_jsonl, write_recipe
+from tunekit import launch
+from tunekit.errors import UserError
+
+
+def small_recipe(tmp_path: Path, name: str = "recipe.yaml", **training: object) -> Path:
+    data = write_jsonl(tmp_path / "pairs.jsonl", chat_rows(reversal_pairs(32, seed=3)))
+    settings = {"learning_rate": 3e-3, "max_steps": 8, "batch_size": 4, "logging_steps": 4, "seed": 0, **training}
+    return write_recipe(
+        tmp_path / name,
+        method="sft",
+        model={"name_or_path": "tiny:llama"},
+        adapter={"type": "none"},
+        data={"train": str(data), "eval": str(data), "max_length": 48},
+        training=settings,
+        output_dir=str(tmp_path / "run"),
+    )
+
+
+def test_help_shows_launch_and_resume_flags(cli) -> None:
+    shown = cli("sft", "--help")
+    assert shown.code == 0
+    for flag in ("--num-processes", "--accelerate-config", "--resume", "--force", "--overwrite"):
+        assert flag in shown.out
+    listed = cli("accelerate-config", "--help")
+    assert listed.code == 0 and "accelerate config" in listed.out
+
+
+def test_accelerate_config_lists_and_prints_the_packaged_configs(cli) -> None:
+    listed = cli("accelerate-config")
+    assert listed.code == 0
+    assert launch.config_names() == ["ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp", "multi-node"]
+    for name in launch.config_names():
+        assert name in listed.out
+    printed = cli("accelerate-config", "multi-node")
+    assert printed.code == 0 and "machine_rank: 0" in printed.out and "main_process_ip" in printed.out
+
+
+def test_build_command_runs_tunekit_as_a_module_under_accelerate() -> None:
+    config = launch.resolve_config("fsdp")
+    command = launch.build_command(["sft", "r.yaml", "training.max_steps=5", "--resume"], config, 8, python="py")
+    assert command == [
+        "py", "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "8",
+        "-m", "tunekit", "sft", "r.yaml", "training.max_steps=5", "--resume",
+    ]
+    kept = launch.build_command(["sft", "r.yaml"], config, None, python="py")
+    assert "--num_processes" not in kept  # the config's own count stands
+
+
+def test_relaunch_hands_the_command_to_the_injected_launcher(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    own = tmp_path / "mine.yaml"
+    own.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_processes: 3\n")
+    seen: list[list[str]] = []
+
+    def fake(command: list[str]) -> int:
+        seen.append(command)
+        return 7
+
+    with pytest.raises(launch.Launched) as launched:
+        launch.relaunch(("sft", "r.yaml", "--overwrite"), 2, None, launcher=fake)
+    assert launched.value.code == 7
+    assert seen[0][seen[0].index("--config_file") + 1] == str(launch.CONFIG_DIR / "ddp.yaml")
+    assert seen[0][seen[0].index("--num_processes") + 1] == "2"
+    assert seen[0][-5:] == ["-m", "tunekit", "sft", "r.yaml", "--overwrite"]
+    with pytest.raises(launch.Launched):
+        launch.relaunch(("sft", "r.yaml"), None, str(own), launcher=fake)
+    assert seen[1][seen[1].index("--config_file") + 1] == str(own.resolve())
+    assert "--num_processes" not in seen[1]  # the file says 3
+
+
+def test_launch_flags_are_refused_inside_a_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="already started by a launcher"):
+        launch.relaunch(("sft", "r.yaml"), 2, None, launcher=lambda command: 0)
+
+
+def test_unknown_config_name_exits_2_listing_the_names(cli, tmp_path: Path) -> None:
+    result = cli("sft", str(small_recipe(tmp_path)), "--accelerate-config", "zero9")
+    assert result.code == 2
+    assert "zero9" in result.err
+    for name in launch.config_names():
+        assert name in result.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_fsdp_and_deepspeed_are_refused_without_a_gpu() -> None:
+    # accelerate enables FSDP only for GPU-like devices: on a CPU the fsdp config would run plain DDP.
+    for name in ("fsdp", "deepspeed-zero2", "deepspeed-zero3"):
+        kind = launch.read_config(launch.resolve_config(name))["distributed_type"]
+        with pytest.raises(UserError, match="needs GPUs"):
+            launch.check_device(launch.resolve_config(name), kind, cuda=False)
+        launch.check_device(launch.resolve_config(name), kind, cuda=True)
+    launch.check_device(launch.resolve_config("ddp"), "MULTI_GPU", cuda=False)
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3", "multi-node"])
+def test_packaged_configs_pass_accelerate_launch_validation(name: str) -> None:
+    """The checks `accelerate launch` runs on a config before starting anything, and the environment it
+    would hand the processes (DeepSpeed itself is not installed here: its launcher is not run)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    # _validate_launch_command is private, but it is exactly what `accelerate launch` runs on a config.
+    from accelerate.commands.launch import (
+        _validate_launch_command,
+        launch_command_parser,
+    )
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    path = launch.resolve_config(name)
+    loaded = load_config_from_file(str(path))
+    assert loaded.mixed_precision == "no"  # precision comes from the recipe
+    argv = ["--config_file", str(path), "--num_processes", "4", "-m", "tunekit", "sft", "r.yaml"]
+    parsed = launch_command_parser().parse_args(argv)
+    args, defaults, _ = _validate_launch_command(parsed)
+    if name.startswith("deepspeed"):
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        _, env = prepare_deepspeed_cmd_env(args)
+        assert env["ACCELERATE_USE_DEEPSPEED"] == "true"
+        assert env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == name[-1]
+    else:
+        env = prepare_multi_gpu_env(args)
+        assert (env.get("ACCELERATE_USE_FSDP") == "true") == (name == "fsdp")
+        assert args.num_machines == (2 if name == "multi-node" else 1)
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(cli, tmp_path: Path) -> None:
+    """`--num-processes 2` relaunches under accelerate (gloo here); both ranks end with the same weights,
+    and those match a 1-process run whose batch is the 2-process global batch."""
+    from safetensors.torch import load_file
+
+    two = cli("sft", str(small_recipe(tmp_path)), "--num-processes", "2")
+    assert two.code == 0, two.err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["distributed_type"] == "MULTI_CPU"
+    assert summary["global_batch_size"] == 2 * 4 * 1
+    assert len(summary["replica_checksums"]) == 2 and summary["replicas_identical"] is True
+    assert summary["steps"] == 8
+
+    single = small_recipe(tmp_path, "single.yaml", batch_size=8)
+    one = cli("sft", str(single), f"output_dir={tmp_path / 'one'}")
+    assert one.code == 0, one.err
+    alone = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert alone["world_size"] == 1 and alone["global_batch_size"] == 8
+    assert abs(summary["eval_loss_after"] - alone["eval_loss_after"]) < 1e-4
+    assert summary["eval_loss_after"] < summary["eval_loss_before"] - 0.1  # it trained
+    a = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "one" / "final" / "model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+
+
+def test_ppo_refuses_several_processes_and_resume(cli, tmp_path: Path) -> None:
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "ppo.yaml")
+    out = f"output_dir={tmp_path / 'run'}"
+    several = cli("ppo", recipe, out, "--num-processes", "2")
+    assert several.code == 2 and "tunekit ppo runs in one process" in several.err
+    resumed = cli("ppo", recipe, out, "--resume")
+    assert resumed.code == 2 and "cannot --resume" in resumed.err
+    assert not (tmp_path / "run").exists()
