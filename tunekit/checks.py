@@ -19,7 +19,8 @@ from tunekit.data import Data, load_data
 from tunekit.data.preview import Preview, Rendered
 from tunekit.data.sources import resolve_source
 from tunekit.errors import DataError, UserError
-from tunekit.tiny import is_tiny_ref, tiny_arch, tiny_path
+from tunekit.packaged import is_package_ref, package_model_path
+from tunekit.tiny import is_tiny_ref, tiny_arch, tiny_config, tiny_path
 
 MAX_ROWS_MEASURED = 20_000  # token statistics over at most this many rows (a seeded sample beyond)
 
@@ -35,6 +36,7 @@ class LengthStats:
     truncated: int  # measured examples longer than data.max_length
     max_length: int
     no_loss: int  # measured examples whose loss-carrying tokens all fall past max_length
+    kept_tokens: int  # tokens of the measured examples after truncation to max_length
 
 
 @dataclass
@@ -52,7 +54,7 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     location, preview = _locate_model(recipe.model.name_or_path)
     _check_reward_source(recipe)
     try:
-        data = load_data(recipe.data, recipe.training.seed, recipe.method)
+        data = load_data(recipe.data, recipe.training.seed, recipe.method, getattr(recipe.classify, "labels", None))
     except DataError as err:
         if not _is_hub_dataset(recipe.data.train):
             raise
@@ -61,6 +63,11 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
         report.notes.append(f"data rows not checked: {err}")
         return report
     report = Report(recipe, location, data)
+    if recipe.pretrain is not None:
+        objective = {"clm": "next-token prediction", "mlm": f"the masked {recipe.pretrain.mlm_probability:.0%} of tokens",
+                     "auto": "next tokens (decoder-only) or masked tokens (encoder-only)"}[recipe.pretrain.objective]
+        size = recipe.pretrain.block_size or recipe.data.max_length
+        report.notes.append(f"pretrain: documents are concatenated and cut into blocks of {size} tokens; loss on {objective}")
     if preview is None:
         report.notes.append(
             "tokenizer not available offline: examples and token statistics skipped (training will download it)"
@@ -70,10 +77,22 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
         raise UserError(
             f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages"
         )
+    seq2seq = recipe.method == "sft" and _is_encoder_decoder(recipe.model.name_or_path)
+    if seq2seq:
+        if data.kind == "text":
+            raise DataError(
+                f"{recipe.data.train}: format text has no targets; an encoder-decoder model learns prompt -> "
+                "completion: use prompt/completion, alpaca or chat data"
+            )
+        report.notes.append("encoder-decoder model: each example shows the encoder's input, then the target "
+                            "(decoder, marked); each side is cut at data.max_length on its own")
     rendered, labels = [], []
     for row in _sample(data.train):
         for label, kind, part in _trained_sequences(row, data.kind):
-            rendered.append(preview.render(part, kind, recipe.data.train_on))
+            if seq2seq:
+                rendered.append(preview.render_seq2seq(part, kind))
+            else:
+                rendered.append(preview.render(part, kind, recipe.data.train_on))
             labels.append(label)
     report.examples = rendered[:examples]
     report.example_labels = labels[:examples]
@@ -102,6 +121,8 @@ def _trained_sequences(row: dict, kind: str) -> list[tuple[str, str, dict]]:
     if kind == "prompt":  # RL prompts: only the prompt is rendered, nothing carries loss
         empty: list | str = [] if isinstance(row["prompt"], list) else ""
         return [("prompt", "prompt_completion", {"prompt": row["prompt"], "completion": empty})]
+    if kind == "classification":  # the loss is on the label: no token carries it
+        return [(row["label"], "classification", row)]
     if kind == "unpaired":
         label = "desirable" if row["label"] else "undesirable"
         return [(label, "prompt_completion", {"prompt": row["prompt"], "completion": row["completion"]})]
@@ -114,6 +135,9 @@ def _locate_model(name: str) -> tuple[str, Preview | None]:
         built = tiny_path(arch)
         where = f"tiny random {arch} model ({'cached at ' + str(built) if built.exists() else 'built on first use'})"
         return where, Preview.from_tiny(arch)
+    if is_package_ref(name):
+        folder = package_model_path(name)
+        return f"model shipped in a Python package, at {folder}", _folder_preview(folder)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
@@ -122,6 +146,30 @@ def _locate_model(name: str) -> tuple[str, Preview | None]:
     if name.startswith((".", "/", "~")):
         raise UserError(f"model folder not found: {name}")
     return _hub_model(name)
+
+
+# Encoder-decoder families, for configs that leave `is_encoder_decoder` at their class default.
+ENCODER_DECODER_TYPES = ("t5", "mt5", "umt5", "longt5", "bart", "mbart", "pegasus", "pegasus_x", "marian", "led",
+                         "plbart", "m2m_100", "blenderbot", "blenderbot-small", "switch_transformers", "fsmt")
+
+
+def _is_encoder_decoder(name: str) -> bool:
+    """From config.json alone (no transformers): tiny, packaged and local models, and Hub models in the cache."""
+    import json
+
+    if is_tiny_ref(name):
+        config = tiny_config(tiny_arch(name))
+    else:
+        path = package_model_path(name) / "config.json" if is_package_ref(name) else Path(name).expanduser() / "config.json"
+        if not path.exists():
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json")
+            if not isinstance(cached, str):
+                return False
+            path = Path(cached)
+        config = json.loads(path.read_text(encoding="utf-8"))
+    return bool(config.get("is_encoder_decoder")) or config.get("model_type") in ENCODER_DECODER_TYPES
 
 
 def _is_hub_dataset(source: str) -> bool:
@@ -166,4 +214,5 @@ def _length_stats(rendered: list[Rendered], sampled_from: int | None, max_length
         truncated=sum(1 for n in lengths if n > max_length),
         max_length=max_length,
         no_loss=no_loss,
+        kept_tokens=sum(min(n, max_length) for n in lengths),
     )

@@ -14,7 +14,10 @@ from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BitsAndBytesConfig,
@@ -23,9 +26,16 @@ from transformers import (
 
 from tunekit.config.schema import AdapterSection, ModelSection
 from tunekit.errors import UserError
+from tunekit.packaged import is_package_ref, package_model_path
 from tunekit.tiny import ensure_tiny, is_tiny_ref
 
-HEADS = {"causal-lm": AutoModelForCausalLM, "score": AutoModelForSequenceClassification}
+HEADS = {
+    "causal-lm": AutoModelForCausalLM,
+    "score": AutoModelForSequenceClassification,  # one score per sequence (reward models)
+    "classify": AutoModelForSequenceClassification,  # one logit per label (`labels`)
+    "masked-lm": AutoModelForMaskedLM,
+    "seq2seq-lm": AutoModelForSeq2SeqLM,  # encoder-decoders (T5, BART): `tunekit sft` hands them to methods/seq2seq
+}
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -34,6 +44,8 @@ def resolve_model_path(name: str) -> str:
     """An absolute folder for local and tiny models (what an adapter records as its base), else the Hub id."""
     if is_tiny_ref(name):
         return str(ensure_tiny(name).resolve())
+    if is_package_ref(name):
+        return str(package_model_path(name))
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
@@ -105,16 +117,24 @@ def adapter_base(path: str) -> str | None:
         raise UserError(f"the base of adapter {path}, {recorded}, cannot be found ({err}); {hint}") from None
 
 
+def is_encoder_decoder(section: ModelSection) -> bool:
+    """Whether the model (an adapter's base, for an adapter folder) is an encoder-decoder, from its config alone."""
+    path = resolve_model_path(section.name_or_path)
+    config = from_pretrained_or_explain(AutoConfig, adapter_base(path) or path, section)
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
 def load_model(
     section: ModelSection,
     adapter: AdapterSection | None = None,
     head: str = "causal-lm",
     dtype: torch.dtype | None = None,
     gradient_checkpointing: bool = False,
+    labels: list[str] | None = None,
 ) -> tuple[Any, PreTrainedTokenizerBase]:
     """Model and tokenizer for training. A quantised base gets peft's k-bit preparation (fp32 norms,
     input grads); an adapter folder is merged into its base, or with `adapter.existing: continue`
-    comes back as a trainable PeftModel."""
+    comes back as a trainable PeftModel. The `classify` head gets one logit per name in `labels`."""
     path = resolve_model_path(section.name_or_path)
     base = adapter_base(path)
     tokenizer = load_tokenizer(path, section)
@@ -122,9 +142,18 @@ def load_model(
     quant = kwargs.get("quantization_config")
     if head == "score":
         kwargs.update(num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    if head == "classify":  # the label names travel in config.json (id2label), for any tool reading final/
+        assert labels, "the classify head needs the label names"
+        kwargs.update(
+            num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    if head != "seq2seq-lm" and is_encoder_decoder(section):  # checked first: T5 has no causal-LM class to load
+        raise UserError(
+            f"{section.name_or_path} is an encoder-decoder model: `tunekit sft` trains it, this command needs "
+            "a decoder-only model"
+        )
     model = from_pretrained_or_explain(HEADS[head], base or path, section, **kwargs)
-    if getattr(model.config, "is_encoder_decoder", False):
-        raise UserError(f"{section.name_or_path} is an encoder-decoder model; this command needs a decoder-only model")
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -135,8 +164,14 @@ def load_model(
 
 
 def _apply_adapter(model: Any, path: str, section: ModelSection, adapter: AdapterSection | None) -> Any:
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
 
+    config = PeftConfig.from_pretrained(path)
+    if config.is_prompt_learning:  # peft can neither merge nor re-train a soft prompt
+        raise UserError(
+            f"{section.name_or_path} is a soft prompt ({config.peft_type.value}): it cannot be "
+            "merged or trained further; set model.name_or_path to its base and train a new one"
+        )
     if adapter is not None and adapter.existing == "continue":
         if adapter.type == "none":
             raise UserError("adapter.existing: continue trains the adapter in model.name_or_path; set adapter.type to lora or qlora")

@@ -43,9 +43,17 @@ class ModelSection(Section):
     )
 
 
+SOFT_PROMPTS = ("prompt_tuning", "prefix_tuning", "p_tuning")
+# Commands whose trainers handle virtual tokens (the RL and preference trainers index real positions).
+SOFT_PROMPT_METHODS = ("sft",)
+
+
 class AdapterSection(Section):
-    type: Literal["none", "lora", "qlora"] = Field(
-        "none", description="none: full fine-tuning; lora; qlora: LoRA on a 4-bit base."
+    type: Literal["none", "lora", "qlora", "prompt_tuning", "prefix_tuning", "p_tuning"] = Field(
+        "none",
+        description="none: full fine-tuning; lora; qlora: LoRA on a 4-bit base; soft prompts (only the "
+        "prompt trains): prompt_tuning (virtual input tokens), prefix_tuning (key/value prefixes in every "
+        "layer), p_tuning (virtual tokens from a small prompt encoder).",
     )
     r: int = Field(8, ge=1, description="LoRA rank.")
     alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
@@ -59,10 +67,37 @@ class AdapterSection(Section):
         description="When `model.name_or_path` is an adapter (e.g. an SFT run's final/): merge it into its base "
         "and start anew, or continue training it (LoRA/QLoRA only).",
     )
+    num_virtual_tokens: int = Field(20, ge=1, description="Soft prompts: virtual tokens (prompt length).")
+    prompt_init: Literal["random", "text"] = Field(
+        "random", description="prompt_tuning: start from random vectors, or from the embeddings of `prompt_init_text`."
+    )
+    prompt_init_text: str | None = Field(
+        None, description="prompt_tuning with prompt_init text: e.g. `Reverse the words:` (repeated or cut to fit)."
+    )
+    encoder_hidden_size: int | None = Field(
+        None, ge=1, description="p_tuning (and prefix_tuning with prefix_projection): hidden size of the prompt "
+        "encoder; null: the model's hidden size."
+    )
+    encoder_type: Literal["mlp", "lstm"] = Field("mlp", description="p_tuning: the prompt encoder.")
+    prefix_projection: bool = Field(
+        False, description="prefix_tuning: produce the prefixes through a two-layer MLP (more parameters, often steadier)."
+    )
+
+    @model_validator(mode="after")
+    def _soft_prompt_settings(self) -> AdapterSection:
+        if self.prompt_init == "text":
+            if self.type != "prompt_tuning":
+                raise ValueError(f"adapter.prompt_init: text initialises prompt_tuning, not {self.type}")
+            if not (self.prompt_init_text or "").strip():
+                raise ValueError("adapter.prompt_init_text: prompt_init text needs the text to start from")
+        elif self.prompt_init_text is not None:
+            raise ValueError("adapter.prompt_init_text is set but adapter.prompt_init is random; set prompt_init: text")
+        return self
 
 
 DataFormat = Literal[
-    "auto", "text", "prompt_completion", "messages", "alpaca", "sharegpt", "preference", "unpaired", "prompt"
+    "auto", "text", "prompt_completion", "messages", "alpaca", "sharegpt", "preference", "unpaired", "prompt",
+    "classification",
 ]
 
 
@@ -80,6 +115,11 @@ class DataSection(Section):
         "completion", description="completion: loss on completions / assistant turns only; all: every token."
     )
     max_length: int = Field(1024, ge=8, description="Tokens per example; longer ones are truncated.")
+    packing: bool = Field(
+        False,
+        description="SFT of decoder-only models: pack examples into rows of `max_length` tokens, padding-free; "
+        "positions restart per example, so no attention or loss crosses example boundaries.",
+    )
     split: str = Field("train", description="Split to read from a Hub dataset or a DatasetDict folder.")
     eval_split: str | None = Field(None, description="Split of `train` to evaluate on, for Hub datasets.")
 
@@ -225,6 +265,38 @@ class GRPOSection(RewardSourceSection):
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("dapo", description="trl's GRPO loss normalisation.")
 
 
+class ClassifySection(Section):
+    labels: list[str] | None = Field(
+        None,
+        description="Label names in class-id order (label 0 first); null: the labels found in data.train, "
+        "sorted (numerically when they are all integers).",
+    )
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_strings(cls, value: object) -> object:
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("labels")
+    @classmethod
+    def _two_distinct_labels(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (len(value) < 2 or len(set(value)) != len(value)):
+            raise ValueError("give at least two labels, each once")
+        return value
+
+
+class PretrainSection(Section):
+    objective: Literal["auto", "clm", "mlm"] = Field(
+        "auto",
+        description="clm: next-token prediction (decoder-only models); mlm: masked-token prediction "
+        "(encoder-only models, BERT family); auto picks from the model's family.",
+    )
+    block_size: int | None = Field(
+        None, ge=8, description="Tokens per training block (documents are concatenated, then cut); null: data.max_length."
+    )
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked for prediction.")
+
+
 METHOD_SECTIONS: dict[str, type[Section]] = {
     "dpo": DPOSection,
     "reward": RewardSection,
@@ -233,8 +305,10 @@ METHOD_SECTIONS: dict[str, type[Section]] = {
     "simpo": SimPOSection,
     "ppo": PPOSection,
     "grpo": GRPOSection,
+    "classify": ClassifySection,
+    "pretrain": PretrainSection,
 }
-Method = Literal["sft", "dpo", "reward", "orpo", "kto", "simpo", "ppo", "grpo"]
+Method = Literal["sft", "dpo", "reward", "orpo", "kto", "simpo", "ppo", "grpo", "classify", "pretrain"]
 
 
 class Recipe(Section):
@@ -251,6 +325,8 @@ class Recipe(Section):
     simpo: SimPOSection | None = Field(None, description="Settings of `tunekit simpo`.")
     ppo: PPOSection | None = Field(None, description="Settings of `tunekit ppo` (a reward source is required).")
     grpo: GRPOSection | None = Field(None, description="Settings of `tunekit grpo` (a reward source is required).")
+    classify: ClassifySection | None = Field(None, description="Settings of `tunekit classify`.")
+    pretrain: PretrainSection | None = Field(None, description="Settings of `tunekit pretrain`.")
 
     @model_validator(mode="after")
     def _method_sections(self) -> Recipe:
@@ -266,6 +342,23 @@ class Recipe(Section):
         return self
 
     @model_validator(mode="after")
+    def _soft_prompts_for_sft(self) -> Recipe:
+        if self.adapter.type in SOFT_PROMPTS and self.method not in SOFT_PROMPT_METHODS:
+            raise ValueError(
+                f"adapter.type: {self.adapter.type} (a soft prompt) trains with "
+                f"{', '.join('tunekit ' + m for m in SOFT_PROMPT_METHODS)}, not tunekit {self.method}; use lora or qlora"
+            )
+        if self.adapter.type == "prefix_tuning" and self.training.gradient_checkpointing:
+            # peft keeps the prefixes in the attention cache, which activation recomputation cannot replay.
+            raise ValueError("adapter.type: prefix_tuning does not work with training.gradient_checkpointing; turn one off")
+        if self.adapter.type in SOFT_PROMPTS and self.data.packing:
+            raise ValueError(
+                f"data.packing: a soft prompt ({self.adapter.type}) goes before each sequence, and a packed row "
+                "holds several; turn packing off"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _quantization_needs_an_adapter(self) -> Recipe:
         if self.adapter.type == "qlora" and self.model.quantization == "none":
             self.model.quantization = "4bit"
@@ -274,6 +367,12 @@ class Recipe(Section):
                 f"model.quantization: {self.model.quantization} weights cannot be fully fine-tuned; "
                 "set adapter.type to lora or qlora"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _packing_is_for_sft(self) -> Recipe:
+        if self.data.packing and self.method != "sft":
+            raise ValueError(f"data.packing: packs SFT examples; `tunekit {self.method}` does not pack")
         return self
 
 

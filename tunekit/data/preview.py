@@ -93,7 +93,11 @@ class Preview:
             for key, value in config.items()
             if key.endswith("_token") and value is not None
         }
-        return cls(Tokenizer.from_file(str(folder / "tokenizer.json")), template, special)
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        # Some tokenizer.json files pad or cut to a fixed length (all-MiniLM-L6-v2: 128); measure the text itself.
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        return cls(tokenizer, template, special)
 
     def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> tuple[str, list]:
         """Rendered text and the character spans of assistant turns.
@@ -144,16 +148,40 @@ class Preview:
             completion = row["completion"] if row["completion"].endswith(eos) else row["completion"] + eos
             text = row["prompt"] + completion
             spans = [(len(row["prompt"]), len(text))]
+        elif kind == "classification":  # the text as the classifier reads it; the loss is on the label
+            text, spans = row["text"], []
         else:
             text = row["text"] if row["text"].endswith(eos) else row["text"] + eos
             spans = [(0, len(text))]
-        if train_on == "all":
+        if train_on == "all" and kind != "classification":
             spans = [(0, len(text))]
         encoding = self.tokenizer.encode(text, add_special_tokens=special_tokens)
         mask = [int(_inside(offset, spans)) for offset in encoding.offsets]
         # Special tokens added by the post-processor (BOS) have empty offsets and never carry loss.
         mask = [m if end > start else 0 for m, (start, end) in zip(mask, encoding.offsets)]
         return Rendered(text, spans, list(encoding.ids), mask)
+
+
+    def render_seq2seq(self, row: dict[str, Any], kind: str) -> Rendered:
+        """An encoder-decoder example: the encoder's source, a newline, then the decoder's target (all of
+        it carries loss). Token counts add both sides; training cuts each at data.max_length on its own."""
+        if kind == "messages":
+            source, _ = self.render_chat(row["messages"][:-1], add_generation_prompt=True)
+            target, source_special = row["messages"][-1]["content"], False
+        elif isinstance(row["prompt"], list):
+            source, _ = self.render_chat(row["prompt"], add_generation_prompt=True)
+            target = "".join(m["content"] for m in row["completion"] if m["role"] == "assistant")
+            source_special = False
+        else:
+            source, target, source_special = row["prompt"], row["completion"], True
+        source_ids = self.tokenizer.encode(source, add_special_tokens=source_special).ids
+        target_ids = self.tokenizer.encode(target).ids  # the post-processor adds EOS, as `text_target` does
+        eos = self.special.get("eos_token", "")
+        shown_target = target + eos if eos and target_ids and self.tokenizer.id_to_token(target_ids[-1]) == eos else target
+        text = f"{source}\n{shown_target}"
+        return Rendered(
+            text, [(len(source) + 1, len(text))], source_ids + target_ids, [0] * len(source_ids) + [1] * len(target_ids)
+        )
 
 
 def _inside(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:

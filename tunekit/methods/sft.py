@@ -1,4 +1,5 @@
-"""Instruction SFT of decoder-only models (full, LoRA, QLoRA) through trl's SFTTrainer.
+"""Instruction SFT of decoder-only models (full, LoRA, QLoRA, soft prompts) through trl's SFTTrainer;
+encoder-decoder models (T5, BART) go to tunekit.methods.seq2seq.
 
     $ tunekit sft recipes/quickstart.yaml training.max_steps=50
 
@@ -12,13 +13,24 @@ from typing import Any
 
 from tunekit.config import Recipe
 from tunekit.errors import UserError
-from tunekit.methods.common import Report, fit, prepare, trainer_inputs
+from tunekit.methods.common import Report, Setup, fit, prepare, trainer_inputs
 from tunekit.run import RunOptions
 
 
 def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
+    from tunekit.models import is_encoder_decoder
+
+    if is_encoder_decoder(recipe.model):  # trl's SFTTrainer has no encoder-decoder path
+        from tunekit.methods import seq2seq
+
+        return seq2seq.run(recipe, options, report)
     setup = prepare(recipe, options)
-    data = setup.data
+    return fit(build_trainer(setup), setup, report, {"eval_loss": "eval_loss"})
+
+
+def build_trainer(setup: Setup) -> Any:
+    """trl's SFTTrainer for the recipe: loss on completions / assistant turns, LoRA, packing."""
+    recipe, data = setup.recipe, setup.data
     assistant_only = data.kind == "messages" and recipe.data.train_on == "completion"
     if assistant_only:
         _check_generation_markers(setup.tokenizer, recipe)
@@ -32,9 +44,14 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
         max_length=recipe.data.max_length,
         assistant_only_loss=assistant_only,
         completion_only_loss=recipe.data.train_on == "completion",
+        # Best-fit-decreasing packing is padding-free: one flat sequence per batch whose position ids restart at
+        # each example, from which transformers builds a block-diagonal mask (or flash attention's varlen
+        # boundaries). Eval stays unpacked so eval_loss means the same with and without packing.
+        packing=recipe.data.packing,
+        packing_strategy="bfd",
+        eval_packing=False,
     )
-    trainer = SFTTrainer(args=config, **trainer_inputs(setup))
-    return fit(trainer, setup, report, {"eval_loss": "eval_loss"})
+    return SFTTrainer(args=config, **trainer_inputs(setup))
 
 
 def _check_generation_markers(tokenizer: Any, recipe: Recipe) -> None:
