@@ -14,7 +14,7 @@ TINY = sorted((ROOT / "recipes" / "tiny").glob("*.yaml"))
 
 
 def test_recipes_exist() -> None:
-    assert len(RECIPES) >= 17 and len(TINY) >= 8
+    assert len(RECIPES) >= 24 and len(TINY) >= 11
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT / "recipes")))
@@ -36,6 +36,8 @@ IMPROVES = {
     "simpo": ("eval_preference_accuracy", "up", None),
     "ppo": ("eval_reward", "up", None),  # mean reward of sampled held-out responses (s-words share, 0..1)
     "grpo": ("eval_reward", "up", None),
+    "classify": ("eval_accuracy", "up", None),
+    "pretrain": ("eval_perplexity", "down", None),
 }
 
 

@@ -37,6 +37,9 @@ def register(app: typer.Typer) -> None:
         for note in report.notes:
             typer.echo(f"note: {note}")
         for i, (shown, label) in enumerate(zip(report.examples, report.example_labels), start=1):
+            if data is not None and data.kind == "classification":
+                typer.echo(f"\nexample {i} ({len(shown.ids)} tokens): {shown.text} -> {label}")
+                continue
             kind = f", {label}" if label else ""
             typer.echo(f"\nexample {i}{kind} ({len(shown.ids)} tokens, {shown.loss_tokens} carry loss, "
                        f"inside {LOSS_OPEN} {LOSS_CLOSE}):")
@@ -47,10 +50,17 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"\ntokens per example{sampled}: min {s.min}, median {s.median:g}, p95 {s.p95}, max {s.max}")
             typer.echo(f"truncation: {s.truncated:,} of {s.measured:,} sequences exceed data.max_length={s.max_length}"
                        + (f"; {s.no_loss:,} would lose every loss-carrying token" if s.no_loss else ""))
+            if r.data.packing:
+                # Best-fit-decreasing fills rows almost completely: the token total sets the row count.
+                rows = -(-s.kept_tokens // s.max_length)
+                typer.echo(f"packing: {s.measured:,} examples ({s.kept_tokens:,} tokens) fill about {rows:,} rows "
+                           f"of {s.max_length} tokens")
         typer.echo("\nok")
 
 
 def _loss_on(train_on: str, kind: str) -> str:
+    if kind == "classification":
+        return "the label (one class per text)"
     if train_on == "all":
         return "every token"
     return {"messages": "assistant turns", "text": "every token"}.get(kind, "completions")

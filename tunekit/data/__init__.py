@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tunekit.config.schema import DataSection
-from tunekit.data.formats import check_rows, normalised_kind, resolve_format
+from tunekit.data.formats import check_rows, class_labels, normalised_kind, resolve_format
 from tunekit.data.sources import read_rows
-from tunekit.errors import DataError
+from tunekit.errors import DataError, UserError
 
 # The row kinds each method trains on (after normalisation); KTO also takes pairs, unpaired on the fly.
 METHOD_KINDS: dict[str, tuple[str, ...]] = {
@@ -28,6 +28,8 @@ METHOD_KINDS: dict[str, tuple[str, ...]] = {
     # The policy writes completions: only prompts are read (a chat's turns before its last assistant one).
     "ppo": ("prompt", "prompt_completion", "messages", "preference"),
     "grpo": ("prompt", "prompt_completion", "messages", "preference"),
+    "classify": ("classification",),
+    "pretrain": ("text",),
 }
 KIND_FIELDS = {
     "text": "text",
@@ -36,6 +38,7 @@ KIND_FIELDS = {
     "preference": "prompt/chosen/rejected, or chosen/rejected conversations",
     "unpaired": "prompt/completion/label",
     "prompt": "prompt (a string or messages)",
+    "classification": "text/label",
 }
 
 
@@ -46,6 +49,7 @@ class Data:
     format: str  # as declared or detected: text, prompt_completion, messages, alpaca, sharegpt
     kind: str  # the trl form rows were normalised to: text, prompt_completion, messages
     eval_source: str  # where eval rows came from, for messages
+    labels: list[str] = field(default_factory=list)  # classification: the label set of train, in class-id order
 
     @property
     def conversational(self) -> bool:
@@ -54,7 +58,8 @@ class Data:
         return "messages" in first or isinstance(first.get("prompt"), list)
 
 
-def load_data(section: DataSection, seed: int, method: str) -> Data:
+def load_data(section: DataSection, seed: int, method: str, label_order: list[str] | None = None) -> Data:
+    """`label_order`: classification labels in class-id order (`classify.labels`); default: train's, sorted."""
     raw = read_rows(section.train, section.split)
     fmt = resolve_format(section.format, raw[0][1], section.train)
     accepted = METHOD_KINDS[method]
@@ -62,21 +67,51 @@ def load_data(section: DataSection, seed: int, method: str) -> Data:
         wanted = "; or ".join(KIND_FIELDS[kind] for kind in accepted)
         raise DataError(f"{section.train}: format {fmt} does not fit `tunekit {method}`, which needs {wanted}")
     train = check_rows(raw, fmt, section.train)
+    eval_file = section.train  # the file eval rows come from, and their row numbers, for messages
     if section.eval:
-        eval_rows = check_rows(read_rows(section.eval, section.eval_split or section.split), fmt, section.eval)
-        eval_source = section.eval
+        raw_eval = read_rows(section.eval, section.eval_split or section.split)
+        eval_rows, eval_numbers = check_rows(raw_eval, fmt, section.eval), [n for n, _ in raw_eval]
+        eval_source = eval_file = section.eval
     elif section.eval_split:
-        eval_rows = check_rows(read_rows(section.train, section.eval_split), fmt, section.train)
+        raw_eval = read_rows(section.train, section.eval_split)
+        eval_rows, eval_numbers = check_rows(raw_eval, fmt, section.train), [n for n, _ in raw_eval]
         eval_source = f"{section.train} [{section.eval_split}]"
     elif section.eval_fraction > 0:
-        train, eval_rows = _split(train, section.eval_fraction, seed, section.train)
+        numbered = _split(list(zip((n for n, _ in raw), train)), section.eval_fraction, seed, section.train)
+        train, eval_rows = ([row for _, row in part] for part in numbered)
+        eval_numbers = [n for n, _ in numbered[1]]
         eval_source = f"{section.eval_fraction:.0%} of {section.train} (seed {seed})"
     else:
-        eval_rows, eval_source = [], "none"
-    return Data(train, eval_rows, fmt, normalised_kind(fmt), eval_source)
+        eval_rows, eval_numbers, eval_source = [], [], "none"
+    labels = _labels(train, eval_rows, eval_numbers, eval_file, section.train, label_order) if fmt == "classification" else []
+    return Data(train, eval_rows, fmt, normalised_kind(fmt), eval_source, labels)
 
 
-def _split(rows: list[dict[str, Any]], fraction: float, seed: int, source: str) -> tuple[list, list]:
+def _labels(
+    train: list[dict], eval_rows: list[dict], eval_numbers: list[int], eval_file: str, train_file: str,
+    order: list[str] | None,
+) -> list[str]:
+    """Train's label set; an eval label train never shows cannot be predicted, so it stops the run."""
+    labels = class_labels(train)
+    if len(labels) < 2:
+        raise DataError(f"{train_file}: classification needs at least two labels; every train row has {labels[0]!r}")
+    known = set(labels)
+    if order is not None:
+        missing = [name for name in labels if name not in order]
+        if missing:
+            raise UserError(f"classify.labels: {', '.join(map(repr, missing))} from {train_file} missing from the list")
+        labels = list(order)
+    for number, row in zip(eval_numbers, eval_rows):
+        if row["label"] not in known:
+            held = "" if eval_file != train_file else " (held out by data.eval_fraction or data.eval_split)"
+            raise DataError(
+                f"{eval_file}, row {number}: field 'label': {row['label']!r} never appears in the training rows"
+                f"{held}; train has {', '.join(labels)}"
+            )
+    return labels
+
+
+def _split(rows: list[Any], fraction: float, seed: int, source: str) -> tuple[list, list]:
     n_eval = max(1, round(len(rows) * fraction))
     if len(rows) - n_eval < 1:
         raise DataError(f"{source}: {len(rows)} rows are too few to hold out data.eval_fraction={fraction}")

@@ -15,6 +15,7 @@ Normalised forms, as trl's SFTTrainer takes them:
   conversations sharing their first turns, or Anthropic-HH "Human:"/"Assistant:" text) is split off.
 - unpaired: `{"prompt", "completion", "label": bool}` (KTO).
 - prompt: `{"prompt": str | messages}` (PPO, GRPO: the policy writes the completions).
+- classification: `{"text": str, "label": str}`; an integer label becomes its decimal string.
 Pure Python: no torch, no datasets.
 """
 
@@ -25,7 +26,9 @@ from typing import Any
 
 from tunekit.errors import DataError
 
-FORMATS = ("text", "prompt_completion", "messages", "alpaca", "sharegpt", "preference", "unpaired", "prompt")
+FORMATS = (
+    "text", "prompt_completion", "messages", "alpaca", "sharegpt", "preference", "unpaired", "prompt", "classification"
+)
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {
     "system": "system",
@@ -51,6 +54,7 @@ _SIGNATURES: list[tuple[str, tuple[str, ...]]] = [
     ("preference", ("chosen", "rejected")),
     ("unpaired", ("prompt", "completion", "label")),
     ("prompt_completion", ("prompt", "completion")),
+    ("classification", ("text", "label")),
     ("text", ("text",)),
     ("prompt", ("prompt",)),
 ]
@@ -98,6 +102,8 @@ def normalise(row: dict[str, Any], fmt: str) -> dict[str, Any]:
         return _unpaired(row)
     if fmt == "prompt":
         return {"prompt": _string_or_messages(row, "prompt")}
+    if fmt == "classification":
+        return {"text": _string(row, "text"), "label": _class_label(row)}
     raise ValueError(f"unknown format {fmt!r}")
 
 
@@ -224,6 +230,27 @@ def _unpaired(row: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(label, bool):
         raise RowError("label", f"expected true (desirable) or false (undesirable), got {label!r}")
     return {"prompt": prompt, "completion": completion, "label": label}
+
+
+def _class_label(row: dict[str, Any]) -> str:
+    """A class label as its name: strings as they are, integers (0, 1, ...) as decimal strings."""
+    label = row.get("label")
+    if label is None:
+        raise RowError("label", "missing")
+    if isinstance(label, bool) or not isinstance(label, (str, int)):
+        raise RowError("label", f"expected a class name or an integer, got {type(label).__name__} {label!r}")
+    name = str(label).strip()
+    if not name:
+        raise RowError("label", "empty")
+    return name
+
+
+def class_labels(rows: list[dict[str, Any]]) -> list[str]:
+    """The label set of classification rows in class-id order: sorted, numerically when all are integers."""
+    names = {row["label"] for row in rows}
+    if all(name.lstrip("-").isdigit() for name in names):
+        return sorted(names, key=int)
+    return sorted(names)
 
 
 def prompt_part(row: dict[str, Any]) -> str | list[dict[str, str]]:

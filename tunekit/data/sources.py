@@ -4,7 +4,8 @@
     >>> rows[0][0], sorted(rows[0][1])
     (1, ['messages'])
 
-Sources: `.jsonl`, `.json` (a list, or `{"data": [...]}`), `.csv`, `.parquet`, a `save_to_disk`
+Sources: `.jsonl`, `.json` (a list, or `{"data": [...]}`), `.csv`, `.parquet`, `.txt` (one `text`
+row per non-empty line), a `save_to_disk`
 folder, `builtin:NAME` (shipped with tunekit), or a Hub dataset id. Only the folder and Hub paths
 import `datasets`.
 """
@@ -39,7 +40,7 @@ def resolve_source(source: str) -> Path | str:
     path = Path(source).expanduser()
     if path.exists():
         return path
-    if path.suffix.lower() in {".jsonl", ".json", ".csv", ".parquet"} or source.startswith((".", "/", "~")):
+    if path.suffix.lower() in {".jsonl", ".json", ".csv", ".parquet", ".txt"} or source.startswith((".", "/", "~")):
         raise DataError(f"data file not found: {source} (relative paths start at {Path.cwd()})")
     return source
 
@@ -51,9 +52,9 @@ def read_rows(source: str, split: str = "train") -> Rows:
     if where.is_dir():
         return _read_disk(where, split)
     suffix = where.suffix.lower()
-    readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+    readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet, ".txt": _read_txt}
     if suffix not in readers:
-        raise DataError(f"{source}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv or .parquet")
+        raise DataError(f"{source}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv, .parquet or .txt")
     rows = readers[suffix](where)
     if not rows:
         raise DataError(f"{source}: no rows")
@@ -71,6 +72,12 @@ def _read_jsonl(path: Path) -> Rows:
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}, line {number}: invalid JSON: {err.msg}") from None
     return rows
+
+
+def _read_txt(path: Path) -> Rows:
+    """Plain text, one document per line (blank lines skipped), for continued pretraining."""
+    with path.open(encoding="utf-8") as handle:
+        return [(number, {"text": line.rstrip("\n")}) for number, line in enumerate(handle, start=1) if line.strip()]
 
 
 def _read_json(path: Path) -> Rows:

@@ -57,8 +57,11 @@ def resolve_target(target: str, overrides: list[str] | None = None) -> Target:
 
 def resolve_model(name: str) -> Target:
     """A model reference as a recipe's `model.name_or_path` holds it, or a preset name."""
+    from tunekit.packaged import is_package_ref, package_model_path
     from tunekit.tiny import is_tiny_ref, tiny_arch, tiny_config
 
+    if is_package_ref(name):
+        return _from_folder(name, package_model_path(name))
     path = Path(name).expanduser()
     if path.is_dir():
         return _from_folder(name, path)
@@ -246,7 +249,8 @@ def setup_from_recipe(recipe: Any) -> dict[str, Any]:
         "double_quant": model.double_quant,
         "batch_size": training.batch_size,
         "grad_accum": training.gradient_accumulation_steps,
-        "seq_len": recipe.data.max_length,
+        # Continued pretraining trains on blocks of pretrain.block_size tokens (default data.max_length).
+        "seq_len": getattr(recipe.pretrain, "block_size", None) or recipe.data.max_length,
         "lora_r": adapter.r,
         "lora_targets": adapter.target_modules if isinstance(adapter.target_modules, str)
         else tuple(adapter.target_modules),

@@ -1,0 +1,81 @@
+"""Sequence classification (BERT family, or any model with a sequence-classification head): full or LoRA.
+
+    $ tunekit classify recipes/tiny/classify.yaml
+    $ tunekit classify recipes/classify-minilm.yaml adapter.type=lora
+
+Reads top to bottom: checks, label set and model with one logit per label (common.prepare) ->
+tokenised text/label rows -> transformers' Trainer -> eval / train / eval / save (common.fit).
+The label names are recorded in the model's config (`id2label`, so `final/config.json` of a full
+fine-tune names them) and in summary.json (`labels`). summary.json adds `eval_accuracy_before/after`
+and `eval_f1_before/after` (macro F1: the mean of per-label F1 over the labels seen or predicted).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tunekit.config import Recipe
+from tunekit.methods.common import Report, Setup, fit, prepare, trainer_inputs
+from tunekit.run import RunOptions, write_summary
+
+FIGURES = {"eval_loss": "eval_loss", "eval_accuracy": "eval_accuracy", "eval_f1": "eval_f1"}
+
+
+def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+
+    set_seed(recipe.training.seed)  # the new head and LoRA start from the recipe's seed, not the process's RNG state
+    setup = prepare(recipe, options, head="classify")
+
+    from tunekit.training import trainer_kwargs
+
+    inputs = trainer_inputs(
+        setup, task_type="SEQ_CLS", train=_encode(setup, setup.data.train), evaluation=_encode(setup, setup.data.eval)
+    )
+    adapter = inputs.pop("peft_config")
+    if adapter is not None:  # a plain Trainer takes no peft_config; peft's SEQ_CLS also trains the new head
+        from peft import get_peft_model
+
+        inputs["model"] = get_peft_model(inputs["model"], adapter)
+    args = TrainingArguments(**trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(setup.data.eval)))
+    trainer = Trainer(
+        args=args,
+        data_collator=DataCollatorWithPadding(setup.tokenizer),
+        compute_metrics=lambda prediction: classification_metrics(prediction.predictions, prediction.label_ids),
+        **inputs,
+    )
+    summary = fit(trainer, setup, report, FIGURES)
+    summary["labels"] = setup.data.labels
+    if trainer.is_world_process_zero():
+        write_summary(setup.out, summary)
+    return summary
+
+
+def _encode(setup: Setup, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Token ids (cut at data.max_length) and the class id of each text/label row."""
+    if not rows:
+        return []
+    ids = {name: i for i, name in enumerate(setup.data.labels)}
+    encoded = setup.tokenizer(
+        [row["text"] for row in rows], truncation=True, max_length=setup.recipe.data.max_length
+    )
+    return [
+        {**{key: values[i] for key, values in encoded.items()}, "labels": ids[row["label"]]}
+        for i, row in enumerate(rows)
+    ]
+
+
+def classification_metrics(logits: Any, labels: Any) -> dict[str, float]:
+    """Accuracy and macro F1 (scikit-learn's definition: labels present in truth or predictions)."""
+    if isinstance(logits, tuple):  # models that also return hidden states put the logits first
+        logits = logits[0]
+    predicted, labels = np.argmax(logits, axis=-1), np.asarray(labels)
+    scores = []
+    for label in np.union1d(labels, predicted):
+        hits = np.sum((predicted == label) & (labels == label))
+        false_pos = np.sum((predicted == label) & (labels != label))
+        false_neg = np.sum((predicted != label) & (labels == label))
+        scores.append(2 * hits / (2 * hits + false_pos + false_neg))
+    return {"accuracy": float(np.mean(predicted == labels)), "f1": float(np.mean(scores))}

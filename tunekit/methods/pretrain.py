@@ -1,0 +1,136 @@
+"""Continued pretraining on raw text: causal LM for decoder-only models, masked LM for encoder-only ones.
+
+    $ tunekit pretrain recipes/tiny/pretrain-clm.yaml
+    $ tunekit pretrain recipes/tiny/pretrain-mlm.yaml pretrain.mlm_probability=0.3
+
+Reads top to bottom: objective (`pretrain.objective`, or from the model's family) -> checks and
+model (common.prepare) -> documents tokenised with the model's special tokens, concatenated (an EOS
+after each for causal LM) and cut into blocks of `pretrain.block_size` tokens, train and eval apart
+-> transformers' Trainer -> eval / train / eval / save (common.fit). summary.json adds
+`eval_perplexity_before/after` = exp(eval_loss): per predicted token for causal LM, per masked token
+for masked LM. Held-out blocks are masked once, with the run's seed, so before and after score the
+same masks; training blocks get fresh masks each time they are drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from tunekit.config import Recipe
+from tunekit.errors import UserError
+from tunekit.methods.common import Report, fit, prepare, trainer_inputs
+from tunekit.run import RunOptions
+
+FIGURES = {"eval_loss": "eval_loss"}
+
+
+def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
+
+    objective, size = check_model(recipe)
+    set_seed(recipe.training.seed)  # new weights (LoRA, a missing LM head) start from the recipe's seed
+    setup = prepare(recipe, options, head="masked-lm" if objective == "mlm" else "causal-lm")
+
+    from tunekit.training import trainer_kwargs
+
+    section, tokenizer, seed = recipe.pretrain, setup.tokenizer, recipe.training.seed
+    assert section is not None
+    masker = None
+    if objective == "mlm":
+        if tokenizer.mask_token is None:
+            raise UserError(f"{recipe.model.name_or_path}'s tokenizer has no mask token, which masked LM needs")
+        masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=section.mlm_probability, seed=seed)
+    train = blocks(tokenizer, setup.data.train, size, objective, recipe.data.train)
+    evaluation = blocks(tokenizer, setup.data.eval, size, objective, setup.data.eval_source)
+    if masker is not None and evaluation:
+        held_out = DataCollatorForLanguageModeling(tokenizer, mlm_probability=section.mlm_probability, seed=seed)
+        evaluation = _masked_once(evaluation, held_out)
+
+    # No task type for masked LM in peft: LoRA then wraps the model as a plain PeftModel.
+    inputs = trainer_inputs(setup, "CAUSAL_LM" if objective == "clm" else None, train=train, evaluation=evaluation)
+    adapter = inputs.pop("peft_config")
+    if adapter is not None:  # a plain Trainer takes no peft_config
+        from peft import get_peft_model
+
+        inputs["model"] = get_peft_model(inputs["model"], adapter)
+    args = TrainingArguments(**trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(evaluation)))
+    trainer = Trainer(args=args, data_collator=_collator(masker), **inputs)
+    report(f"pretrain: {objective}, {len(train)} train and {len(evaluation)} eval blocks of {size} tokens")
+    return fit(trainer, setup, report, FIGURES, extra_eval=lambda: {"eval_perplexity": _perplexity(trainer)})
+
+
+def check_model(recipe: Recipe) -> tuple[str, int]:
+    """The objective, clm or mlm (`pretrain.objective`, or from the family: a masked-LM head means
+    mlm), and the block size, checked against the model's positions before anything is written."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    from tunekit.models import adapter_base, from_pretrained_or_explain, resolve_model_path
+
+    name = recipe.model.name_or_path
+    path = resolve_model_path(name)
+    config = from_pretrained_or_explain(AutoConfig, adapter_base(path) or path, recipe.model)
+    family = config.model_type
+    if getattr(config, "is_encoder_decoder", False):
+        raise UserError(
+            f"{name} is an encoder-decoder model ({family}); tunekit pretrain trains decoder-only models (causal LM) "
+            "and encoder-only models (masked LM)"
+        )
+    encoder_only = family in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    section = recipe.pretrain
+    assert section is not None  # the schema fills in the method's section
+    objective = section.objective if section.objective != "auto" else ("mlm" if encoder_only else "clm")
+    if objective == "mlm" and not encoder_only:
+        raise UserError(f"pretrain.objective: mlm needs an encoder-only model (BERT family); {name} is a {family} model")
+    if objective == "clm" and encoder_only:
+        raise UserError(f"pretrain.objective: clm is for decoder-only models; {name} is an encoder-only {family} model (use mlm)")
+    size = section.block_size or recipe.data.max_length
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and size > limit:
+        raise UserError(
+            f"pretrain.block_size: {size} tokens (default: data.max_length) exceed the {limit} positions "
+            f"{name} has; set pretrain.block_size to {limit} or less"
+        )
+    return objective, size
+
+
+def blocks(tokenizer: Any, rows: list[dict[str, Any]], size: int, objective: str, source: str) -> list[dict[str, Any]]:
+    """Documents tokenised (with the model's own special tokens, e.g. [CLS] ... [SEP]), an EOS after
+    each for causal LM so the model learns where documents end, concatenated and cut into blocks of
+    `size` tokens; the last partial block is dropped. Causal-LM blocks carry their labels."""
+    if not rows:
+        return []
+    eos = tokenizer.eos_token_id if objective == "clm" else None
+    stream: list[int] = []
+    for ids in tokenizer([row["text"] for row in rows])["input_ids"]:
+        stream += ids + [eos] if eos is not None and ids[-1:] != [eos] else ids
+    count = len(stream) // size
+    if count == 0:
+        raise UserError(
+            f"{source}: {len(stream)} tokens of text, less than one block of {size}; add text or lower pretrain.block_size"
+        )
+    cut = [stream[i * size : (i + 1) * size] for i in range(count)]
+    return [{"input_ids": ids, "labels": list(ids)} if objective == "clm" else {"input_ids": ids} for ids in cut]
+
+
+def _masked_once(rows: list[dict[str, Any]], masker: Any) -> list[dict[str, Any]]:
+    batch = masker(rows)
+    return [{"input_ids": ids, "labels": labels} for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist())]
+
+
+def _collator(masker: Any) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+    """Blocks that carry labels (causal LM; held-out masked LM) are stacked as they are; the rest masked."""
+    from transformers import default_data_collator
+
+    def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
+        return default_data_collator(features) if masker is None or "labels" in features[0] else masker(features)
+
+    return collate
+
+
+def _perplexity(trainer: Any) -> float:
+    """exp of the eval loss the evaluation just logged (math.inf past float range)."""
+    loss = next(entry["eval_loss"] for entry in reversed(trainer.state.log_history) if "eval_loss" in entry)
+    return math.exp(loss) if loss < 700 else math.inf
