@@ -17,6 +17,7 @@ from pathlib import Path
 from tunekit.config import validate
 from tunekit.methods import sft
 from tunekit.quiet import quiet_libraries
+from tunekit.run import RunOptions
 from tunekit.tiny import build_tiny_model, tiny_config
 
 # A bigger sibling of tiny:llama (4 layers, 256 wide, ~3.5M parameters) so a step is real work.
@@ -47,7 +48,7 @@ def recipe(model: Path, steps: int, out: Path) -> dict:
 
 
 def run_tunekit(model: Path, steps: int, out: Path) -> float:
-    summary = sft.run(validate(recipe(model, steps, out)), overwrite=True, report=lambda _: None)
+    summary = sft.run(validate(recipe(model, steps, out)), RunOptions(overwrite=True), report=lambda _: None)
     return summary["train_tokens"] / summary["runtime_seconds"]
 
 
