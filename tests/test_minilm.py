@@ -23,7 +23,8 @@ def test_minilm_learns_sentiment_from_chance(cli, tmp_path: Path) -> None:
     assert summary["total_parameters"] > 22_000_000  # the real model, not a tiny one
     assert summary["eval_examples"] == 80
     assert 0.3 <= summary["eval_accuracy_before"] <= 0.7  # a new, random head: chance
-    assert summary["eval_accuracy_after"] >= 0.85  # 0.91 on a 2-core CPU, for training seeds 1, 2, 3 and 42
+    # 0.925 as shipped; 0.9125-0.925 for training seeds 1, 2, 3 and 42 on a 2-core CPU (README's figures)
+    assert summary["eval_accuracy_after"] >= 0.85
     assert summary["eval_f1_after"] >= 0.85
     config = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}

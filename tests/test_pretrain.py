@@ -116,6 +116,15 @@ def test_mismatches_exit_2_before_writing(cli, tmp_path: Path, model: str, setti
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(("setting", "source"), [("data.train", "short.txt"), ("data.eval", "short.txt")])
+def test_less_text_than_one_block_exits_2_before_writing(cli, tmp_path: Path, setting: str, source: str) -> None:
+    path = recipe(tmp_path, "tiny:llama")
+    (tmp_path / "short.txt").write_text("a few words\n", encoding="utf-8")
+    result = cli("pretrain", str(path), f"{setting}={tmp_path / 'short.txt'}")
+    assert result.code == 2 and source in result.err and "less than one block of 64" in result.err
+    assert not (tmp_path / "run").exists()
+
+
 def test_labelled_rows_need_format_text(cli, tmp_path: Path) -> None:
     path = recipe(tmp_path, "tiny:llama")
     result = cli("pretrain", str(path), "data.train=builtin:sentiment")

@@ -122,12 +122,33 @@ def test_resume_refuses_another_recipe_unless_forced(reference: Path, tmp_path: 
     refused = cli("sft", str(recipe), "--resume", "training.learning_rate=0.01")
     assert refused.code == 2
     assert "different recipe (training.learning_rate: 0.003 -> 0.01)" in refused.err and "--force" in refused.err
-    # Keys that only say how often to log or save do not count.
-    assert cli("sft", str(recipe), "--resume", "training.logging_steps=3").code == 0
+    # Keys that only say how often to log or save do not count: this one passes the hash check, and then
+    # meets the finished run (its newest checkpoint is the last step), which has nothing left to train.
+    finished = cli("sft", str(recipe), "--resume", "training.logging_steps=3")
+    assert finished.code == 2 and f"at step {STEPS}, the end of training.max_steps={STEPS}" in finished.err
+    assert checkpoints.step_of(checkpoints.latest(run / "checkpoints").path) == STEPS  # no step past the end
     forced = cli("sft", str(recipe), "--resume", "--force", "training.max_steps=14")
     assert forced.code == 0, forced.err
-    assert summary(run)["steps"] == 14 and "resuming from" in forced.out
+    assert f"resuming from {run / 'checkpoints' / f'checkpoint-{STEPS}'} (step {STEPS} of 14)" in forced.out
+    assert summary(run)["steps"] == 14
+    # Tokens per second count the 2 steps this run trained, not the 12 before it.
+    assert summary(run)["train_tokens"] < summary(reference / "run")["train_tokens"] / 3
     assert cli("sft", str(recipe), "--force").code == 2  # --force without --resume
+
+
+def test_resume_without_a_checkpoint_never_replaces_a_finished_run(reference: Path, tmp_path: Path, cli) -> None:
+    recipe, run = copy_run(reference, tmp_path)
+    shutil.rmtree(run / "checkpoints")
+    before = (run / "summary.json").read_text()
+    refused = cli("sft", str(recipe), "--resume")
+    assert refused.code == 2 and "holds a finished run" in refused.err and "--overwrite" in refused.err
+    assert (run / "summary.json").read_text() == before
+
+
+def test_a_metrics_line_cut_short_by_a_kill_is_dropped(tmp_path: Path) -> None:
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    checkpoints.trim_metrics(tmp_path, 2)
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

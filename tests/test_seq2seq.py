@@ -141,7 +141,19 @@ def test_bad_input_exits_2_before_the_run_folder(cli, tmp_path: Path, task) -> N
     assert result.code == 2 and "format text has no targets" in result.err
     preference = cli("dpo", str(recipe(tmp_path, task)), "method=dpo", "data.train=builtin:reversal-preference",
                      "data.eval=null")
-    assert preference.code == 2 and "encoder-decoder" in preference.err
+    assert preference.code == 2 and "encoder-decoder" in preference.err and "`tunekit dpo` needs" in preference.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_chat_ending_on_a_user_turn_is_refused_by_validate_and_sft(cli, tmp_path: Path, task) -> None:
+    rows = [{"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}]}
+            for r in group_rows(8, seed=2)]
+    rows[5]["messages"].append({"role": "user", "content": "and now?"})
+    chat = write_jsonl(tmp_path / "chat.jsonl", rows)
+    for command in ("validate", "sft"):
+        result = cli(command, str(recipe(tmp_path, task)), f"data.train={chat}", "data.eval=null")
+        assert result.code == 2, (command, result.err)
+        assert "chat.jsonl (train example" in result.err and "field 'messages': ends with a user turn" in result.err
     assert not (tmp_path / "run").exists()
 
 

@@ -99,6 +99,22 @@ def short_recipe(tmp_path: Path, **training: object) -> Path:
     )
 
 
+def test_template_without_generation_markers_exits_2_before_writing(cli, tmp_path: Path, base: Path) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(base, model)
+    template = (model / "chat_template.jinja").read_text()
+    unmarked = template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    assert unmarked != template
+    (model / "chat_template.jinja").write_text(unmarked)
+    path = short_recipe(tmp_path)
+    result = cli("sft", str(path), f"model.name_or_path={model}")
+    assert result.code == 2 and "no {% generation %} markers" in result.err and "data.train_on: all" in result.err
+    assert not (tmp_path / "run").exists()
+    assert cli("sft", str(path), f"model.name_or_path={model}", "data.train_on=all").code == 0
+
+
 def test_existing_run_folder_is_kept_unless_overwrite(cli, tmp_path: Path) -> None:
     recipe = short_recipe(tmp_path)
     (tmp_path / "run").mkdir()

@@ -93,6 +93,7 @@ class Found:
     path: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    tokens_seen: int = 0  # input tokens trained up to the checkpoint (transformers counts on after a resume)
 
     @property
     def step(self) -> int:
@@ -120,6 +121,8 @@ def latest(root: Path) -> Found:
         if reason is None:
             found.path = path
             found.manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            found.tokens_seen = int(state.get("num_input_tokens_seen") or 0)
             return found
         found.skipped.append((path.name, reason))
     return found
@@ -177,6 +180,12 @@ def find_resume(recipe: Recipe, out: Path, force: bool) -> Found:
     """The checkpoint `--resume` starts from; refuses one made by another recipe unless `force`."""
     found = latest(out / "checkpoints")
     if found.path is None:
+        finished = [name for name in ("final", "summary.json") if (out / name).exists()]
+        if finished:
+            raise UserError(
+                f"--resume: {out} holds a finished run ({', '.join(finished)}) and no checkpoint to resume; "
+                "pass --overwrite to train it again from the start"
+            )
         return found
     fields = recipe_fields(recipe)
     if found.manifest.get("recipe_hash") != recipe_hash(fields) and not force:
@@ -185,6 +194,14 @@ def find_resume(recipe: Recipe, out: Path, force: bool) -> Found:
         raise UserError(
             f"{found.path} was made by a different recipe ({shown or 'recipe hash differs'}); "
             "resume with the recipe it was made with, or pass --force to resume anyway"
+        )
+    max_steps = recipe.training.max_steps
+    if 0 < max_steps <= found.step:
+        # transformers would train one step past max_steps from here (it checks the count after a step).
+        raise UserError(
+            f"--resume: {found.path} is at step {found.step}, the end of training.max_steps={max_steps}: this run "
+            f"already trained every step (its weights are in {found.path}); to train further raise "
+            "training.max_steps and pass --force"
         )
     return found
 
@@ -213,10 +230,18 @@ def trim_metrics(out: Path, step: int) -> None:
     if not metrics.exists():
         return
     lines = metrics.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    kept = [line for line in lines if _step_of_record(line) <= step]
     tmp = metrics.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(tmp, metrics)
+
+
+def _step_of_record(line: str) -> float:
+    """A metrics.jsonl record's step; a line cut short by a kill (no valid JSON) counts as past every step."""
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return float("inf")
 
 
 # ---- writing ---------------------------------------------------------------------------------

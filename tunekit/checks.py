@@ -19,8 +19,9 @@ from tunekit.data import Data, load_data
 from tunekit.data.preview import Preview, Rendered
 from tunekit.data.sources import resolve_source
 from tunekit.errors import DataError, UserError
+from tunekit.model_config import is_encoder_decoder
 from tunekit.packaged import is_package_ref, package_model_path
-from tunekit.tiny import is_tiny_ref, tiny_arch, tiny_config, tiny_path
+from tunekit.tiny import is_tiny_ref, tiny_arch, tiny_path
 
 MAX_ROWS_MEASURED = 20_000  # token statistics over at most this many rows (a seeded sample beyond)
 
@@ -77,13 +78,11 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
         raise UserError(
             f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages"
         )
-    seq2seq = recipe.method == "sft" and _is_encoder_decoder(recipe.model.name_or_path)
+    seq2seq = recipe.method == "sft" and is_encoder_decoder(recipe.model.name_or_path, recipe.model.revision)
     if seq2seq:
-        if data.kind == "text":
-            raise DataError(
-                f"{recipe.data.train}: format text has no targets; an encoder-decoder model learns prompt -> "
-                "completion: use prompt/completion, alpaca or chat data"
-            )
+        from tunekit.methods.seq2seq import check_targets  # torch-free: the same check `tunekit sft` makes
+
+        check_targets(data, recipe.data.train)
         report.notes.append("encoder-decoder model: each example shows the encoder's input, then the target "
                             "(decoder, marked); each side is cut at data.max_length on its own")
     rendered, labels = [], []
@@ -146,30 +145,6 @@ def _locate_model(name: str) -> tuple[str, Preview | None]:
     if name.startswith((".", "/", "~")):
         raise UserError(f"model folder not found: {name}")
     return _hub_model(name)
-
-
-# Encoder-decoder families, for configs that leave `is_encoder_decoder` at their class default.
-ENCODER_DECODER_TYPES = ("t5", "mt5", "umt5", "longt5", "bart", "mbart", "pegasus", "pegasus_x", "marian", "led",
-                         "plbart", "m2m_100", "blenderbot", "blenderbot-small", "switch_transformers", "fsmt")
-
-
-def _is_encoder_decoder(name: str) -> bool:
-    """From config.json alone (no transformers): tiny, packaged and local models, and Hub models in the cache."""
-    import json
-
-    if is_tiny_ref(name):
-        config = tiny_config(tiny_arch(name))
-    else:
-        path = package_model_path(name) / "config.json" if is_package_ref(name) else Path(name).expanduser() / "config.json"
-        if not path.exists():
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(name, "config.json")
-            if not isinstance(cached, str):
-                return False
-            path = Path(cached)
-        config = json.loads(path.read_text(encoding="utf-8"))
-    return bool(config.get("is_encoder_decoder")) or config.get("model_type") in ENCODER_DECODER_TYPES
 
 
 def _is_hub_dataset(source: str) -> bool:

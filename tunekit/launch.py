@@ -9,9 +9,13 @@
     python -m accelerate.commands.launch --config_file C [--num_processes N] -m tunekit ARGS
 
 where ARGS is the command line without those two flags, so a launched process never launches again.
-`build_command` is pure and `relaunch` takes the launcher as an argument, so tests check the
-command without starting anything. Inside a launch (torchrun and accelerate set WORLD_SIZE /
+`build_command` and `launch_env` are pure and `relaunch` takes the launcher as an argument, so tests
+check the command without starting anything. Inside a launch (torchrun and accelerate set WORLD_SIZE /
 LOCAL_RANK / RANK in every process) only rank 0 writes the run folder and prints.
+
+Exit codes: torch elastic turns any failed rank into exit 1 of `accelerate launch`. So the relaunching
+command names a file in EXIT_FILE_ENV; rank 0's error boundary (tunekit.cli.main) writes its exit code
+there (2 for a user mistake, 130/143 after a signal), and the relaunching command exits with that.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -29,7 +34,12 @@ from tunekit.errors import UserError
 CONFIG_DIR = Path(__file__).with_name("accelerate_configs")
 DEFAULT_CONFIG = "ddp"  # what --num-processes N alone uses
 LAUNCH_ENV = ("LOCAL_RANK", "WORLD_SIZE")  # set by torchrun and accelerate launch in each process
-Launcher = Callable[[list[str]], int]
+EXIT_FILE_ENV = "TUNEKIT_EXIT_FILE"  # where rank 0 of a relaunch records its exit code
+# torch elastic SIGKILLs the ranks this long after passing a signal on (default 30 s); a checkpoint of a
+# large model on a slow disk takes longer, so tunekit's relaunch waits up to 10 minutes.
+SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
+SHUTDOWN_TIMEOUT_S = 600
+Launcher = Callable[[list[str], dict[str, str]], int]  # (command, environment) -> exit code
 
 
 class Launched(Exception):
@@ -150,24 +160,77 @@ def relaunch(
         num_processes = max(torch.cuda.device_count(), 1)  # every GPU on this machine
     command = build_command(args, config, num_processes)
     print("launching: " + " ".join(command[1:]), flush=True)  # from `-m accelerate...`: the python is ours
-    raise Launched((launcher or run_launcher)(command))
+    handle, name = tempfile.mkstemp(prefix="tunekit-exit-", suffix=".txt")
+    os.close(handle)
+    exit_file = Path(name)
+    try:
+        code = (launcher or run_launcher)(command, launch_env(os.environ, exit_file))
+        raise Launched(chosen_exit_code(code, read_exit_file(exit_file)))
+    finally:
+        exit_file.unlink(missing_ok=True)
 
 
-def run_launcher(command: list[str]) -> int:
+def launch_env(base: Mapping[str, str], exit_file: Path) -> dict[str, str]:
+    """The environment `accelerate launch` runs in: `base`, the exit file, and a shutdown timeout long
+    enough for a checkpoint save (unless the user set their own)."""
+    env = dict(base)
+    env[EXIT_FILE_ENV] = str(exit_file)
+    env.setdefault(SHUTDOWN_TIMEOUT_ENV, str(SHUTDOWN_TIMEOUT_S))
+    return env
+
+
+def chosen_exit_code(launcher_code: int, recorded: int | None) -> int:
+    """Rank 0's own exit code when the launch failed and rank 0 recorded one, else the launcher's.
+
+    A launch that succeeded stays 0; one where rank 0 ended well but another rank failed keeps the
+    launcher's failure.
+    """
+    if launcher_code != 0 and recorded:
+        return recorded
+    return launcher_code
+
+
+def read_exit_file(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else None  # empty: rank 0 never got to its boundary
+
+
+def record_exit(code: object, env: Mapping[str, str] = os.environ) -> None:
+    """In rank 0 of a tunekit relaunch, write the exit code where the relaunching command reads it."""
+    path = env.get(EXIT_FILE_ENV)
+    if not path or not inside_launch(env) or not is_main_process(env):
+        return
+    number = code if isinstance(code, int) else (0 if code is None else 1)  # as sys.exit reads it
+    try:
+        Path(path).write_text(str(number), encoding="utf-8")
+    except OSError:
+        pass  # the launcher's own exit code stands
+
+
+def run_launcher(command: list[str], env: dict[str, str]) -> int:
     """Start the launcher and wait; SIGINT / SIGTERM sent to this process are passed on to it.
 
-    The launcher (torch elastic) turns them into SIGTERM for every rank, which save a checkpoint and
-    stop (see tunekit.checkpoints.StopOnSignal).
+    The launcher (torch elastic) passes them on to every rank, which save a checkpoint and stop (see
+    tunekit.checkpoints.StopOnSignal). After a forwarded signal a failed launch exits 128 + the signal
+    (130, 143), unless rank 0 recorded a code of its own.
     """
     # Its own session: a Ctrl-C in the terminal then reaches the launcher once (forwarded), not twice.
-    process = subprocess.Popen(command, start_new_session=True)
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    forwarded: list[int] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
+        forwarded.append(signum)
         process.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return process.wait()
+        code = process.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if forwarded and code != 0:
+        return 128 + forwarded[-1]
+    return 128 - code if code < 0 else code  # killed by a signal itself: the shell's convention

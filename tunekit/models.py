@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSeq2SeqLM,
@@ -117,13 +116,6 @@ def adapter_base(path: str) -> str | None:
         raise UserError(f"the base of adapter {path}, {recorded}, cannot be found ({err}); {hint}") from None
 
 
-def is_encoder_decoder(section: ModelSection) -> bool:
-    """Whether the model (an adapter's base, for an adapter folder) is an encoder-decoder, from its config alone."""
-    path = resolve_model_path(section.name_or_path)
-    config = from_pretrained_or_explain(AutoConfig, adapter_base(path) or path, section)
-    return bool(getattr(config, "is_encoder_decoder", False))
-
-
 def load_model(
     section: ModelSection,
     adapter: AdapterSection | None = None,
@@ -131,13 +123,16 @@ def load_model(
     dtype: torch.dtype | None = None,
     gradient_checkpointing: bool = False,
     labels: list[str] | None = None,
+    command: str | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> tuple[Any, PreTrainedTokenizerBase]:
     """Model and tokenizer for training. A quantised base gets peft's k-bit preparation (fp32 norms,
     input grads); an adapter folder is merged into its base, or with `adapter.existing: continue`
-    comes back as a trainable PeftModel. The `classify` head gets one logit per name in `labels`."""
+    comes back as a trainable PeftModel. The `classify` head gets one logit per name in `labels`.
+    `command` (the recipe's method) names the command in a refusal; `tokenizer`, already loaded, is reused."""
     path = resolve_model_path(section.name_or_path)
     base = adapter_base(path)
-    tokenizer = load_tokenizer(path, section)
+    tokenizer = tokenizer or load_tokenizer(path, section)
     kwargs = load_kwargs(section, dtype)
     quant = kwargs.get("quantization_config")
     if head == "score":
@@ -148,11 +143,7 @@ def load_model(
             num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
             pad_token_id=tokenizer.pad_token_id,
         )
-    if head != "seq2seq-lm" and is_encoder_decoder(section):  # checked first: T5 has no causal-LM class to load
-        raise UserError(
-            f"{section.name_or_path} is an encoder-decoder model: `tunekit sft` trains it, this command needs "
-            "a decoder-only model"
-        )
+    check_head(section, base or path, head, command)  # first: T5 has no causal-LM class to load
     model = from_pretrained_or_explain(HEADS[head], base or path, section, **kwargs)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
@@ -161,6 +152,28 @@ def load_model(
     if base is not None:
         model = _apply_adapter(model, path, section, adapter)
     return model, tokenizer
+
+
+def check_head(section: ModelSection, path: str, head: str, command: str | None = None) -> None:
+    """An encoder-decoder (T5, BART) loads as seq2seq-lm, or for classify when transformers has a
+    sequence-classification class for its family; other heads need a decoder- or encoder-only model."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    from tunekit.model_config import is_encoder_decoder, read_config
+
+    if head == "seq2seq-lm" or not is_encoder_decoder(path, section.revision, download=True):
+        return
+    family = (read_config(path, section.revision) or {}).get("model_type")
+    if head == "classify" and family in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+        return
+    name, shown = section.name_or_path, f"`tunekit {command}`" if command else "this command"
+    if head == "classify":
+        raise UserError(
+            f"{name} is an encoder-decoder model ({family}) with no sequence-classification head in transformers; "
+            f"{shown} needs an encoder-only (BERT family), decoder-only, or T5/BART-family model"
+        )
+    raise UserError(f"{name} is an encoder-decoder model ({family}); {shown} needs a decoder-only model "
+                    "(`tunekit sft` trains encoder-decoders)")
 
 
 def _apply_adapter(model: Any, path: str, section: ModelSection, adapter: AdapterSection | None) -> Any:

@@ -28,6 +28,7 @@ from transformers import TrainerCallback
 
 from tunekit.config.schema import SOFT_PROMPTS, AdapterSection, Recipe
 from tunekit.errors import UserError
+from tunekit.launch import is_main_process
 from tunekit.run import append_metrics
 
 OPTIMIZERS = {
@@ -54,6 +55,8 @@ def peft_config(
             target_modules=adapter.target_modules,
             bias=adapter.bias,
             task_type=task_type,
+            # peft's SEQ_CLS trains a new head named `classifier` or `score`; T5 and BART name theirs so
+            modules_to_save=["classification_head"] if task_type == "SEQ_CLS" and hasattr(model, "classification_head") else None,
         )
     common: dict[str, Any] = {"task_type": task_type, "num_virtual_tokens": adapter.num_virtual_tokens}
     if adapter.type == "prompt_tuning":
@@ -175,7 +178,8 @@ def callbacks(recipe: Recipe, out: Path) -> list[TrainerCallback]:
         StopOnSignal(),
         ProcessSeed(recipe.training.seed),
     ]
-    if recipe.training.report_to == "tensorboard":
+    # Rank 0 only: a SummaryWriter opens its event file when made, so each rank would add one.
+    if recipe.training.report_to == "tensorboard" and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 

@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from tunekit import __version__
+from tunekit import __version__, launch  # launch: no torch at import
 from tunekit.cli import estimate, recipes, score, tiny, train, use, validate
 from tunekit.errors import UserError
 
@@ -52,20 +52,39 @@ estimate.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the command; in rank 0 of a tunekit relaunch also record the exit code for the parent."""
+    code: object = 1
+    try:
+        _run(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+        raise
+    finally:
+        launch.record_exit(code)
+
+
+def _run(argv: list[str] | None) -> None:
     debug = bool(os.environ.get("TUNEKIT_DEBUG"))
+    # In launched processes every rank meets the same mistake: rank 0 alone says so.
+    echo = typer.echo if launch.is_main_process() else _silent
     try:
         app(args=argv, prog_name="tunekit")
     except UserError as err:
         if debug:
             raise
-        typer.echo(f"error: {err}", err=True)
+        echo(f"error: {err}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        echo("interrupted", err=True)
         sys.exit(130)
     except Exception as err:  # the boundary: anything else is our bug or the environment's
         if debug:
             raise
-        typer.echo(f"unexpected error: {type(err).__name__}: {err}", err=True)
-        typer.echo("run again with TUNEKIT_DEBUG=1 for the traceback, and report it if it is a tunekit bug", err=True)
+        echo(f"unexpected error: {type(err).__name__}: {err}", err=True)
+        echo("run again with TUNEKIT_DEBUG=1 for the traceback, and report it if it is a tunekit bug", err=True)
         sys.exit(1)
+
+
+def _silent(_message: str, err: bool = False) -> None:
+    """Ranks other than 0 of a launch print no error lines."""

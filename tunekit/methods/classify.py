@@ -18,27 +18,23 @@ import numpy as np
 
 from tunekit.config import Recipe
 from tunekit.methods.common import Report, Setup, fit, prepare, trainer_inputs
-from tunekit.run import RunOptions, write_summary
+from tunekit.run import RunOptions
 
 FIGURES = {"eval_loss": "eval_loss", "eval_accuracy": "eval_accuracy", "eval_f1": "eval_f1"}
 
 
 def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    set_seed(recipe.training.seed)  # the new head and LoRA start from the recipe's seed, not the process's RNG state
     setup = prepare(recipe, options, head="classify")
 
     from tunekit.training import trainer_kwargs
 
+    # A plain Trainer takes no peft_config; peft's SEQ_CLS also trains the new head.
     inputs = trainer_inputs(
-        setup, task_type="SEQ_CLS", train=_encode(setup, setup.data.train), evaluation=_encode(setup, setup.data.eval)
+        setup, task_type="SEQ_CLS", train=_encode(setup, setup.data.train), evaluation=_encode(setup, setup.data.eval),
+        wrap_peft=True,
     )
-    adapter = inputs.pop("peft_config")
-    if adapter is not None:  # a plain Trainer takes no peft_config; peft's SEQ_CLS also trains the new head
-        from peft import get_peft_model
-
-        inputs["model"] = get_peft_model(inputs["model"], adapter)
     args = TrainingArguments(**trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(setup.data.eval)))
     trainer = Trainer(
         args=args,
@@ -46,11 +42,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
         compute_metrics=lambda prediction: classification_metrics(prediction.predictions, prediction.label_ids),
         **inputs,
     )
-    summary = fit(trainer, setup, report, FIGURES)
-    summary["labels"] = setup.data.labels
-    if trainer.is_world_process_zero():
-        write_summary(setup.out, summary)
-    return summary
+    return fit(trainer, setup, report, FIGURES, extra_summary={"labels": setup.data.labels})
 
 
 def _encode(setup: Setup, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

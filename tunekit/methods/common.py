@@ -22,6 +22,7 @@ from tunekit.errors import UserError
 from tunekit.run import RunOptions, check_run_dir, prepare_run_dir, write_summary
 
 Report = Callable[[str], None]
+Check = Callable[[Recipe, Data, Any], None]  # a method's own checks: (recipe, data, tokenizer) -> raise UserError
 # trl's metrics for preference trainers (DPO, ORPO, CPO/SimPO): summary name -> eval metric.
 PREFERENCE_FIGURES = {"eval_reward_accuracy": "eval_rewards/accuracies", "eval_reward_margin": "eval_rewards/margins"}
 
@@ -38,12 +39,13 @@ class Setup:
     resume: Any = None  # tunekit.checkpoints.Found with --resume (its path None: nothing to resume)
 
 
-def prepare(recipe: Recipe, options: RunOptions, head: str = "causal-lm") -> Setup:
-    """Every check that can fail on the user's input runs here, before the run folder is written.
+def prepare(recipe: Recipe, options: RunOptions, head: str = "causal-lm", check: Check | None = None) -> Setup:
+    """Every check that can fail on the user's input runs here, before the run folder is written:
+    `check(recipe, data, tokenizer)` adds the method's own, before the model loads.
 
     With --num-processes / --accelerate-config the checks run here, then the command runs again under
     `accelerate launch` (tunekit.launch.relaunch raises Launched); in launched processes only rank 0
-    writes the run folder.
+    writes the run folder. The model loads after the recipe's seed is set (a new head, LoRA).
     """
     from tunekit import launch
 
@@ -52,17 +54,29 @@ def prepare(recipe: Recipe, options: RunOptions, head: str = "causal-lm") -> Set
         check_run_dir(recipe, options.overwrite, options.resume)
     data = load_data(recipe.data, recipe.training.seed, recipe.method, getattr(recipe.classify, "labels", None))
 
-    from tunekit.models import load_model, resolve_dtype
+    from transformers import set_seed
+
+    from tunekit.models import load_model, load_tokenizer, resolve_dtype, resolve_model_path
     from tunekit.quiet import quiet_libraries
     from tunekit.training import check_adapter, check_environment
 
     quiet_libraries()
     check_environment(recipe)
+    # The tokenizer loads in moments: the checks that need it run before a relaunch and the model's load.
+    tokenizer = load_tokenizer(resolve_model_path(recipe.model.name_or_path), recipe.model)
+    if data.conversational and not tokenizer.chat_template:
+        raise UserError(
+            f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages "
+            f"(format {data.format}); use a model with a chat template, or plain-text prompts"
+        )
+    if check is not None:
+        check(recipe, data, tokenizer)
     resume = _find_resume(recipe, options)
     if launch.launch_requested(options.num_processes, options.accelerate_config):
         launch.relaunch(options.launch_args, options.num_processes, options.accelerate_config)
     # The grad scaler cannot step fp16 weights: full fine-tuning in fp16 keeps fp32 weights under autocast.
     full_fp16 = recipe.model.dtype == "fp16" and recipe.adapter.type == "none"
+    set_seed(recipe.training.seed)  # new weights (a classification head, LoRA) start from the recipe's seed
     model, tokenizer = load_model(
         recipe.model,
         recipe.adapter,
@@ -70,17 +84,10 @@ def prepare(recipe: Recipe, options: RunOptions, head: str = "causal-lm") -> Set
         dtype=resolve_dtype("fp32") if full_fp16 else None,
         gradient_checkpointing=recipe.training.gradient_checkpointing,
         labels=data.labels or None,
+        command=recipe.method,
+        tokenizer=tokenizer,
     )
     check_adapter(recipe.adapter, model)
-    if head == "seq2seq-lm":
-        from tunekit.methods.seq2seq import check_targets
-
-        check_targets(data, recipe.data.train)
-    if data.conversational and not tokenizer.chat_template:
-        raise UserError(
-            f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages "
-            f"(format {data.format}); use a model with a chat template, or plain-text prompts"
-        )
     out = Path(recipe.output_dir).expanduser()
     if main:
         prepare_run_dir(recipe, options.overwrite, options.resume)
@@ -111,10 +118,13 @@ def trainer_inputs(
     task_type: str = "CAUSAL_LM",
     train: list[dict[str, Any]] | None = None,
     evaluation: list[dict[str, Any]] | None = None,
+    wrap_peft: bool = False,
 ) -> dict[str, Any]:
     """The keyword arguments every trl trainer takes alike: model, datasets, tokenizer, LoRA, callbacks.
 
     `train` / `evaluation` replace the recipe's rows when a method reshapes them (KTO unpairs pairs).
+    `wrap_peft`, for trainers that take no `peft_config` (transformers' Trainer, Seq2SeqTrainer): the
+    model comes back wrapped in the recipe's new adapter, as trl would wrap it, and no `peft_config`.
     """
     from datasets import Dataset
 
@@ -123,16 +133,24 @@ def trainer_inputs(
 
     train = setup.data.train if train is None else train
     evaluation = setup.data.eval if evaluation is None else evaluation
-    return {
+    adapter = peft_config(
+        setup.recipe.adapter, setup.model, task_type, tokenizer_path=resolve_model_path(setup.recipe.model.name_or_path)
+    )
+    inputs: dict[str, Any] = {
         "model": setup.model,
         "train_dataset": Dataset.from_list(train),
         "eval_dataset": Dataset.from_list(evaluation) if evaluation else None,
         "processing_class": setup.tokenizer,
-        "peft_config": peft_config(
-            setup.recipe.adapter, setup.model, task_type, tokenizer_path=resolve_model_path(setup.recipe.model.name_or_path)
-        ),
+        "peft_config": adapter,
         "callbacks": callbacks(setup.recipe, setup.out),
     }
+    if wrap_peft:
+        del inputs["peft_config"]
+        if adapter is not None:
+            from peft import get_peft_model
+
+            inputs["model"] = get_peft_model(setup.model, adapter)
+    return inputs
 
 
 def preference_eval(trainer: Any, setup: Setup) -> Callable[[], dict[str, float]]:
@@ -148,8 +166,10 @@ def fit(
     report: Report,
     figures: dict[str, str],
     extra_eval: Callable[[], dict[str, float]] | None = None,
+    extra_summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate, train, evaluate, save `final/`, write summary.json; `figures` maps summary name -> trl metric."""
+    """Evaluate, train, evaluate, save `final/`, write summary.json; `figures` maps summary name -> trl metric,
+    `extra_summary` adds the method's own keys (classify: the label names)."""
     from tunekit.training import count_parameters, replace_printers
 
     recipe, data, out = setup.recipe, setup.data, setup.out
@@ -173,7 +193,8 @@ def fit(
     if trainer.is_world_process_zero():
         setup.tokenizer.save_pretrained(str(final))
 
-    tokens = int(trainer.state.num_input_tokens_seen)
+    # Tokens trained by this run: after a resume transformers counts on from the checkpoint's total.
+    tokens = int(trainer.state.num_input_tokens_seen) - (setup.resume.tokens_seen if setup.resume else 0)
     summary: dict[str, Any] = {
         "method": recipe.method,
         "adapter": recipe.adapter.type,
@@ -193,15 +214,19 @@ def fit(
         for name in before:
             summary[f"{name}_before"] = before[name]
             summary[f"{name}_after"] = after[name]
+    summary.update(extra_summary or {})
     if trainer.is_world_process_zero():
         write_summary(out, summary)
     speed = f", {summary['train_tokens_per_second']:,.0f} tokens/s" if tokens else ""
     report(f"done in {runtime:.1f}s: {summary['steps']} steps, train loss {summary['train_loss']:.4f}{speed}")
     if after:
         report("after training: " + _figures_line(after))
-    if summary.get("replicas_identical") is False:
-        report(f"warning: the processes ended with different weights (checksums {summary['replica_checksums']})")
     report(f"saved {final}")
+    if summary.get("replicas_identical") is False:  # DDP failed to keep the copies in sync: not a result to trust
+        raise RuntimeError(
+            f"the {summary['world_size']} processes ended with different weights (checksums "
+            f"{summary['replica_checksums']}); {out / 'summary.json'} records it and final/ holds rank 0's copy"
+        )
     return summary
 
 
@@ -224,7 +249,7 @@ def _train(trainer: Any, setup: Setup, report: Report) -> Any:
     result = trainer.train(resume_from_checkpoint=str(resume.path) if resume and resume.path else None)
     found = {type(cb): cb for cb in trainer.callback_handler.callbacks}
     stop, writer = found.get(StopOnSignal), found.get(CheckpointWriter)
-    if stop is not None and stop.signum:
+    if stop is not None and stop.signum and trainer.state.global_step < trainer.state.max_steps:
         raise Stopped(stop.signum, writer.saved if writer else None)
     return result
 

@@ -3,10 +3,10 @@
     $ tunekit pretrain recipes/tiny/pretrain-clm.yaml
     $ tunekit pretrain recipes/tiny/pretrain-mlm.yaml pretrain.mlm_probability=0.3
 
-Reads top to bottom: objective (`pretrain.objective`, or from the model's family) -> checks and
-model (common.prepare) -> documents tokenised with the model's special tokens, concatenated (an EOS
-after each for causal LM) and cut into blocks of `pretrain.block_size` tokens, train and eval apart
--> transformers' Trainer -> eval / train / eval / save (common.fit). summary.json adds
+Reads top to bottom: objective (`pretrain.objective`, or from the model's family) -> checks
+(common.prepare, with this module's: documents tokenised with the model's special tokens,
+concatenated (an EOS after each for causal LM) and cut into blocks of `pretrain.block_size` tokens,
+train and eval apart, before anything is written) -> model -> transformers' Trainer -> eval / train / eval / save (common.fit). summary.json adds
 `eval_perplexity_before/after` = exp(eval_loss): per predicted token for causal LM, per masked token
 for masked LM. Held-out blocks are masked once, with the run's seed, so before and after score the
 same masks; training blocks get fresh masks each time they are drawn.
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tunekit.config import Recipe
+from tunekit.data import Data
 from tunekit.errors import UserError
 from tunekit.methods.common import Report, fit, prepare, trainer_inputs
 from tunekit.run import RunOptions
@@ -27,34 +28,36 @@ FIGURES = {"eval_loss": "eval_loss"}
 
 
 def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     objective, size = check_model(recipe)
-    set_seed(recipe.training.seed)  # new weights (LoRA, a missing LM head) start from the recipe's seed
-    setup = prepare(recipe, options, head="masked-lm" if objective == "mlm" else "causal-lm")
+    made: dict[str, list[dict[str, Any]]] = {}  # the blocks, cut once by the check
+
+    def check(recipe: Recipe, data: Data, tokenizer: Any) -> None:
+        """Run by common.prepare before the run folder is written: a mask token, a block of text each side."""
+        if objective == "mlm" and tokenizer.mask_token is None:
+            raise UserError(f"{recipe.model.name_or_path}'s tokenizer has no mask token, which masked LM needs")
+        made["train"] = blocks(tokenizer, data.train, size, objective, recipe.data.train)
+        made["eval"] = blocks(tokenizer, data.eval, size, objective, data.eval_source)
+
+    setup = prepare(recipe, options, head="masked-lm" if objective == "mlm" else "causal-lm", check=check)
 
     from tunekit.training import trainer_kwargs
 
     section, tokenizer, seed = recipe.pretrain, setup.tokenizer, recipe.training.seed
     assert section is not None
+    train, evaluation = made["train"], made["eval"]
     masker = None
     if objective == "mlm":
-        if tokenizer.mask_token is None:
-            raise UserError(f"{recipe.model.name_or_path}'s tokenizer has no mask token, which masked LM needs")
         masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=section.mlm_probability, seed=seed)
-    train = blocks(tokenizer, setup.data.train, size, objective, recipe.data.train)
-    evaluation = blocks(tokenizer, setup.data.eval, size, objective, setup.data.eval_source)
-    if masker is not None and evaluation:
-        held_out = DataCollatorForLanguageModeling(tokenizer, mlm_probability=section.mlm_probability, seed=seed)
-        evaluation = _masked_once(evaluation, held_out)
+        if evaluation:
+            held_out = DataCollatorForLanguageModeling(tokenizer, mlm_probability=section.mlm_probability, seed=seed)
+            evaluation = _masked_once(evaluation, held_out)
 
-    # No task type for masked LM in peft: LoRA then wraps the model as a plain PeftModel.
-    inputs = trainer_inputs(setup, "CAUSAL_LM" if objective == "clm" else None, train=train, evaluation=evaluation)
-    adapter = inputs.pop("peft_config")
-    if adapter is not None:  # a plain Trainer takes no peft_config
-        from peft import get_peft_model
-
-        inputs["model"] = get_peft_model(inputs["model"], adapter)
+    # No task type for masked LM in peft: LoRA then wraps the model as a plain PeftModel. A plain Trainer
+    # takes no peft_config: the model comes wrapped.
+    task = "CAUSAL_LM" if objective == "clm" else None
+    inputs = trainer_inputs(setup, task, train=train, evaluation=evaluation, wrap_peft=True)
     args = TrainingArguments(**trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(evaluation)))
     trainer = Trainer(args=args, data_collator=_collator(masker), **inputs)
     report(f"pretrain: {objective}, {len(train)} train and {len(evaluation)} eval blocks of {size} tokens")

@@ -29,9 +29,8 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
     if recipe.data.packing:
         raise UserError("data.packing: packing joins decoder-only sequences; an encoder-decoder model reads one "
                         "prompt per example: turn packing off")
-    setup = prepare(recipe, options, head="seq2seq-lm")  # checks the targets too (check_targets)
+    setup = prepare(recipe, options, head="seq2seq-lm", check=lambda recipe, data, _: check_targets(data, recipe.data.train))
 
-    from peft import get_peft_model
     from transformers import (
         DataCollatorForSeq2Seq,
         Seq2SeqTrainer,
@@ -43,10 +42,8 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
     tokenizer, max_length = setup.tokenizer, recipe.data.max_length
     train = encode(setup.data.train, setup.data.kind, tokenizer, max_length)
     evaluation = encode(setup.data.eval, setup.data.kind, tokenizer, max_length)
-    inputs = trainer_inputs(setup, task_type="SEQ_2_SEQ_LM", train=train, evaluation=evaluation)
-    config = inputs.pop("peft_config")
-    if config is not None:  # Seq2SeqTrainer takes no peft_config: wrap the model as trl would
-        inputs["model"] = get_peft_model(inputs["model"], config)
+    # Seq2SeqTrainer takes no peft_config: the model comes wrapped
+    inputs = trainer_inputs(setup, task_type="SEQ_2_SEQ_LM", train=train, evaluation=evaluation, wrap_peft=True)
     args = Seq2SeqTrainingArguments(
         **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(setup.data.eval)),
         label_names=["labels"],  # a PeftModel's forward hides `labels` from transformers' signature check
@@ -60,7 +57,8 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
 
 def check_targets(data: Data, source: str) -> None:
     """Every example needs a target for the decoder: text data has none, and a chat must end with the
-    assistant turn to learn. Run by common.prepare, before the run folder is written."""
+    assistant turn to learn. Run by common.prepare before the run folder is written, and by `tunekit validate`
+    (torch-free)."""
     if data.kind == "text":
         raise DataError(
             f"{source}: format text has no targets; an encoder-decoder model learns prompt -> completion: "

@@ -12,28 +12,35 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
+from tunekit.data import Data
 from tunekit.errors import UserError
 from tunekit.methods.common import Report, Setup, fit, prepare, trainer_inputs
 from tunekit.run import RunOptions
 
 
 def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
-    from tunekit.models import is_encoder_decoder
+    from tunekit.model_config import is_encoder_decoder
 
-    if is_encoder_decoder(recipe.model):  # trl's SFTTrainer has no encoder-decoder path
+    # trl's SFTTrainer has no encoder-decoder path; `tunekit validate` decides with the same function
+    if is_encoder_decoder(recipe.model.name_or_path, recipe.model.revision, download=True):
         from tunekit.methods import seq2seq
 
         return seq2seq.run(recipe, options, report)
-    setup = prepare(recipe, options)
+    setup = prepare(recipe, options, check=check)
     return fit(build_trainer(setup), setup, report, {"eval_loss": "eval_loss"})
+
+
+def check(recipe: Recipe, data: Data, tokenizer: Any) -> None:
+    """Run by common.prepare before the run folder is written: assistant-only loss needs a template
+    that marks assistant turns."""
+    if data.kind == "messages" and recipe.data.train_on == "completion":
+        _check_generation_markers(tokenizer, recipe)
 
 
 def build_trainer(setup: Setup) -> Any:
     """trl's SFTTrainer for the recipe: loss on completions / assistant turns, LoRA, packing."""
     recipe, data = setup.recipe, setup.data
-    assistant_only = data.kind == "messages" and recipe.data.train_on == "completion"
-    if assistant_only:
-        _check_generation_markers(setup.tokenizer, recipe)
+    assistant_only = data.kind == "messages" and recipe.data.train_on == "completion"  # `check` vouched for it
 
     from trl import SFTConfig, SFTTrainer
 
