@@ -34,6 +34,7 @@ from transformers import TrainerCallback
 
 from tunekit.config import Recipe
 from tunekit.errors import UserError
+from tunekit.run import write_atomically
 
 MANIFEST = "tunekit-checkpoint.json"
 STAGING = ".partial"
@@ -231,9 +232,7 @@ def trim_metrics(out: Path, step: int) -> None:
         return
     lines = metrics.read_text(encoding="utf-8").splitlines()
     kept = [line for line in lines if _step_of_record(line) <= step]
-    tmp = metrics.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, metrics)
+    write_atomically(metrics, "".join(line + "\n" for line in kept))
 
 
 def _step_of_record(line: str) -> float:

@@ -89,6 +89,16 @@ def is_main_process(env: Mapping[str, str] = os.environ) -> bool:
     return int(env.get("RANK", "0")) == 0
 
 
+def on_main(echo: Callable[..., None]) -> Callable[..., None]:
+    """`echo` in the main process; in the other ranks of a launch a function that prints nothing, since
+    every rank meets the same lines and the same mistakes and one copy of each is enough."""
+    return echo if is_main_process() else _silent
+
+
+def _silent(*_args: object, **_kwargs: object) -> None:
+    pass
+
+
 def wait_for_everyone() -> None:
     """A barrier across the launched processes; nothing when there is one process."""
     if world_size() > 1:

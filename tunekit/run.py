@@ -85,9 +85,14 @@ def write_summary(out: Path, summary: dict[str, Any]) -> None:
     missing = [key for key in SUMMARY_KEYS if key not in summary]
     if missing:
         raise AssertionError(f"summary.json lacks {missing}")  # a bug of ours, not the user's
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(_finite(summary), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "summary.json")
+    write_atomically(out / "summary.json", json.dumps(_finite(summary), indent=2) + "\n")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `path` under a temporary name, then rename it: a kill leaves the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _finite(record: dict[str, Any]) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 def _run(argv: list[str] | None) -> None:
     debug = bool(os.environ.get("TUNEKIT_DEBUG"))
     # In launched processes every rank meets the same mistake: rank 0 alone says so.
-    echo = typer.echo if launch.is_main_process() else _silent
+    echo = launch.on_main(typer.echo)
     try:
         app(args=argv, prog_name="tunekit")
     except UserError as err:
@@ -84,7 +84,3 @@ def _run(argv: list[str] | None) -> None:
         echo(f"unexpected error: {type(err).__name__}: {err}", err=True)
         echo("run again with TUNEKIT_DEBUG=1 for the traceback, and report it if it is a tunekit bug", err=True)
         sys.exit(1)
-
-
-def _silent(_message: str, err: bool = False) -> None:
-    """Ranks other than 0 of a launch print no error lines."""

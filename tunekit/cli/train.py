@@ -40,7 +40,7 @@ ACCELERATE_CONFIG = typer.Option(
 )
 
 METHODS = {
-    "sft": "Supervised fine-tuning of a decoder-only model: full, LoRA or QLoRA.",
+    "sft": "Supervised fine-tuning (decoder-only or encoder-decoder): full, LoRA, QLoRA or soft prompts.",
     "dpo": "Direct Preference Optimisation on prompt/chosen/rejected pairs.",
     "reward": "Train a reward model (one score per sequence) on preference pairs.",
     "orpo": "ORPO: SFT and preference alignment in one step, no reference model (experimental in trl).",
@@ -85,22 +85,17 @@ def _command(method: str) -> Callable[..., None]:
             accelerate_config=accelerate_config,
             launch_args=(method, str(recipe), *(overrides or []), *flags),
         )
-        main = launch.is_main_process()
+        echo = launch.on_main(typer.echo)
         module = importlib.import_module(f"tunekit.methods.{method}")
         try:
-            module.run(loaded, options, report=typer.echo if main else _silent)
+            module.run(loaded, options, report=echo)
         except launch.Launched as launched:
             raise typer.Exit(launched.code) from None
         except Stopped as stopped:
-            if main:
-                typer.echo(str(stopped), err=True)
+            echo(str(stopped), err=True)
             raise typer.Exit(stopped.code) from None
 
     return train
-
-
-def _silent(_line: str) -> None:
-    """Ranks other than 0 print nothing: one copy of each line is enough."""
 
 
 def accelerate_config(
