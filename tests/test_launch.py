@@ -161,8 +161,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(cli, tmp_pat
     a = load_file(tmp_path / "run" / "final" / "model.safetensors")
     b = load_file(tmp_path / "one" / "final" / "model.safetensors")
     difference = max(float((a[k] - b[k]).abs().max()) for k in a)
-    print(f"2 processes vs 1: max |weight difference| {difference:.1e}")  # quoted in docs/multi-gpu.md (pytest -s)
-    assert difference < 1e-4
+    mean = sum(float((a[k] - b[k]).abs().sum()) for k in a) / sum(a[k].numel() for k in a)
+    print(f"2 processes vs 1: max |weight difference| {difference:.1e}, mean {mean:.1e}")  # docs/multi-gpu.md
+    # Float summation order differs (two 4-row halves vs one 8-row batch), and Adam divides by the root of
+    # tiny second moments, so a few weights differ by up to ~1e-4 after 8 steps that move weights by ~1e-2;
+    # copies trained apart, or gradients not averaged over the global batch, differ by ~1e-3 and more.
+    assert difference < 1e-3 and mean < 1e-6
 
 
 def test_ppo_refuses_several_processes_and_resume(cli, tmp_path: Path) -> None:
@@ -227,35 +231,24 @@ def test_tensorboard_writer_only_on_rank_0(monkeypatch: pytest.MonkeyPatch, tmp_
         assert (tmp_path / f"rank{rank}" / "tensorboard").exists() == bool(expected)
 
 
-def test_ddp_workaround_is_version_guarded_and_unwrapped_training_fails() -> None:
+def test_training_without_the_ddp_wrapper_fails_at_its_start() -> None:
+    """Whatever the library versions, several processes never train unsynchronised copies quietly."""
     from types import SimpleNamespace
 
-    from tunekit import _compat
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
 
-    def fake_trainer() -> SimpleNamespace:
-        model = SimpleNamespace(_is_accelerate_prepared=True)
-        added: list = []
-        return SimpleNamespace(
-            args=SimpleNamespace(world_size=2), is_fsdp_enabled=False, is_deepspeed_enabled=False,
-            model=model, model_wrapped=model, add_callback=added.append, added=added,
-            accelerator=SimpleNamespace(free_memory=lambda: None),
-        )
+    from tunekit.training import RequireDDP
 
-    known = fake_trainer()
-    _compat.ddp_after_evaluate(known)
-    assert known.model._is_accelerate_prepared is False  # the installed versions are the known ones
-    later = {"transformers": "5.24.0", "accelerate": "1.15.0"}
-    assert not _compat.versions_known(_compat.DDP_AFTER_EVALUATE_KNOWN, later)
-    assert _compat.versions_known(_compat.DDP_AFTER_EVALUATE_KNOWN, {"transformers": "5.23.2", "accelerate": "1.15.0"})
-    # Outside the known range nothing is touched, and training without DDP is refused at its start.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_compat, "DDP_AFTER_EVALUATE_KNOWN", {"transformers": ("5.24", "5.25")})
-        unknown = fake_trainer()
-        _compat.ddp_after_evaluate(unknown)
-        assert unknown.model._is_accelerate_prepared is True
-        (check,) = unknown.added
-        with pytest.raises(RuntimeError, match="left the model without DDP"):
-            check.on_train_begin(unknown.args, None, None)
+    model = torch.nn.Linear(2, 2)
+    unwrapped = RequireDDP(SimpleNamespace(model_wrapped=model))
+    with pytest.raises(RuntimeError, match="left the model without DDP"):
+        unwrapped.on_train_begin(SimpleNamespace(world_size=2), None, None)
+    # A DDP module anywhere in the wrapper (torch.compile holds it as a submodule) passes.
+    holder = torch.nn.Module()
+    holder.inner = DistributedDataParallel.__new__(DistributedDataParallel)
+    torch.nn.Module.__init__(holder.inner)
+    RequireDDP(SimpleNamespace(model_wrapped=holder)).on_train_begin(SimpleNamespace(world_size=2), None, None)
 
 
 def test_different_replicas_fail_the_run_after_summary(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -95,6 +95,7 @@ class Found:
     manifest: dict[str, Any] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     tokens_seen: int = 0  # input tokens trained up to the checkpoint (transformers counts on after a resume)
+    before: dict[str, float] = field(default_factory=dict)  # the run's figures before training (FirstEvaluation)
 
     @property
     def step(self) -> int:
@@ -124,6 +125,8 @@ def latest(root: Path) -> Found:
             found.manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
             state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
             found.tokens_seen = int(state.get("num_input_tokens_seen") or 0)
+            kept = (state.get("stateful_callbacks") or {}).get("FirstEvaluation") or {}
+            found.before = dict((kept.get("attributes") or {}).get("found") or {})
             return found
         found.skipped.append((path.name, reason))
     return found

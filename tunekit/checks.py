@@ -85,6 +85,8 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
         check_targets(data, recipe.data.train)
         report.notes.append("encoder-decoder model: each example shows the encoder's input, then the target "
                             "(decoder, marked); each side is cut at data.max_length on its own")
+    if recipe.method == "sft" and not seq2seq:
+        report.notes += check_loss_survives(preview, data, recipe)
     rendered, labels = [], []
     for row in _sample(data.train):
         for label, kind, part in _trained_sequences(row, data.kind):
@@ -98,6 +100,30 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     sampled = len(data.train) > MAX_ROWS_MEASURED
     report.stats = _length_stats(rendered, None if not sampled else len(data.train), recipe.data.max_length)
     return report
+
+
+def check_loss_survives(preview: Preview, data: Data, recipe: Recipe) -> list[str]:
+    """SFT examples cut at data.max_length keep their start: one whose completion (or every assistant turn)
+    lies past the cut carries no loss, and trl drops it. All of train or all of eval dropped stops the run
+    (DataError naming the length to set); some dropped is a note. Used by `validate` and `tunekit sft` alike."""
+    limit, notes = recipe.data.max_length, []
+    for part, rows, source in (("train", data.train, recipe.data.train), ("eval", data.eval, data.eval_source)):
+        if not rows:
+            continue
+        shown = [preview.render(row, data.kind, recipe.data.train_on) for row in _sample(rows)]
+        lost = [r for r in shown if r.loss_tokens and not any(r.mask[:limit])]
+        if not lost:
+            continue
+        if len(lost) == len(shown):
+            first_loss = sorted(r.mask.index(1) + 1 for r in shown)
+            raise DataError(
+                f"{source}: data.max_length={limit} cuts away every loss-carrying token of all {len(shown):,} {part} "
+                f"examples (their completions start after token {first_loss[0]} to {first_loss[-1]}); raise "
+                f"data.max_length to at least {statistics.median_high(first_loss) + 16} for half of them to train"
+            )
+        notes.append(f"{len(lost):,} of {len(shown):,} {part} examples lose every loss-carrying token at "
+                     f"data.max_length={limit} and are skipped")
+    return notes
 
 
 def _check_reward_source(recipe: Recipe) -> None:

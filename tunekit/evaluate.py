@@ -31,7 +31,7 @@ from typing import Any
 from tunekit.data.formats import FORMATS, check_rows, normalised_kind, resolve_format
 from tunekit.data.sources import read_rows
 from tunekit.errors import UserError
-from tunekit.generation import Decoding, Messages, generate, render_prompt
+from tunekit.generation import Decoding, Messages, cache_keeps_prefix, generate, render_prompt
 
 DEMO_SEPARATOR = "\n\n"  # between text demonstrations, and between the last one and the prompt
 MAX_NEW_TOKENS_MARGIN = 16  # default max_new_tokens: the longest reference completion plus this
@@ -138,7 +138,7 @@ def evaluate(
         "num_examples": len(data.rows), "loss_tokens": tokens, "shots": shots,
     }
     pairs = [p for p in (pair(row, data.kind) for row, _ in shown) if p is not None]
-    if not pairs:
+    if not pairs or not cache_keeps_prefix(loaded.model, loaded.is_seq2seq):  # (the loader's note says why)
         return metrics, []
     limit = max_new_tokens or _longest(loaded.tokenizer, [t for _, t in pairs]) + MAX_NEW_TOKENS_MARGIN
     # Text prompts are read as training read them (no chat template); chat prompts through the template.

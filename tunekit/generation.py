@@ -183,6 +183,8 @@ def generate(
 
     model, tokenizer = loaded.model, loaded.tokenizer
     config = decoding.generation_config(model, tokenizer)
+    if not cache_keeps_prefix(model, loaded.is_seq2seq):
+        raise UserError(PREFIX_DROPPED)
     if decoding.seed is not None:
         set_seed(decoding.seed)
     streamer = None
@@ -204,6 +206,37 @@ def generate(
         for prompt, prompt_ids, row in zip(batch, ids, new.tolist()):
             done.append(_completion(prompt, len(prompt_ids), row, config, tokenizer, decoding.stop))
     return done
+
+
+PREFIX_DROPPED = (
+    "this prefix-tuning adapter cannot generate with the installed peft and transformers: generate() drops the "
+    "learned prefixes and would answer as the base model (an upstream incompatibility); `tunekit eval` still "
+    "measures its loss, and prompt_tuning / p_tuning adapters generate as trained"
+)
+
+
+def cache_keeps_prefix(model: Any, is_seq2seq: bool) -> bool:
+    """Whether `model.generate` with a key/value cache decodes what the model computes, prefixes included.
+
+    peft's prefix tuning hands its prefixes to generation as the starting attention cache. With peft 0.21
+    and transformers 5.24, generation builds a cache of its own and the prefixes are dropped: the adapter
+    generates exactly as its base. So for a prefix-tuned model, one token is decoded both ways on a probe
+    and compared; where they disagree, `generate` refuses (PREFIX_DROPPED) rather than print the base
+    model's text as the adapter's. Any other model: True.
+    """
+    import torch
+    from peft import PeftModel, PeftType
+
+    if not isinstance(model, PeftModel) or model.active_peft_config.peft_type != PeftType.PREFIX_TUNING:
+        return True
+    device = next(model.parameters()).device
+    probe = torch.tensor([[1, 2, 3, 4]], device=device)
+    with torch.no_grad():
+        generated = model.generate(input_ids=probe, max_new_tokens=1, do_sample=False, output_logits=True,
+                                   return_dict_in_generate=True, use_cache=True)
+        extra = {"decoder_input_ids": generated.sequences[:, :1]} if is_seq2seq else {}  # the decoder's start
+        forward = model(input_ids=probe, use_cache=False, **extra).logits[0, -1]
+    return bool(torch.allclose(generated.logits[0][0].float(), forward.float(), atol=1e-3, rtol=1e-3))
 
 
 def _completion(

@@ -146,6 +146,11 @@ def load(
     model, is_seq2seq = load_model(ref, section)
     if ref.adapter is not None:
         model = attach_adapter(model, ref)
+        from tunekit.generation import cache_keeps_prefix
+
+        if not cache_keeps_prefix(model, is_seq2seq):
+            notes.append("with the installed peft and transformers this prefix-tuning adapter generates as its "
+                         "base model: tunekit measures its loss, and generates nothing with it")
     model.eval()
     return Loaded(model, load_tokenizer_for(ref, section), ref, is_seq2seq, notes)
 

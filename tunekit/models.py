@@ -149,9 +149,32 @@ def load_model(
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        keep_4bit_layers_trainable(model)
     if base is not None:
         model = _apply_adapter(model, path, section, adapter)
     return model, tokenizer
+
+
+def keep_4bit_layers_trainable(model: Any) -> None:
+    """Hold every bitsandbytes `Linear4bit` of a model being trained in training mode, evaluations included.
+
+    On a CPU with AVX512-BF16, bitsandbytes (0.49 to 0.50.2 at least) repacks a `Linear4bit`'s weight for
+    its bf16 inference kernel the first time the layer runs in eval mode without gradients, and never packs
+    it back: every later forward, training ones too, then goes through `bitsandbytes::gemv_4bit`, which has
+    no backward, so the gradient through the frozen base is silently dropped (LoRA's gradients off by ~77%
+    on the tiny LLaMA). A run evaluates before it trains, so all of QLoRA would train that way. The flag
+    changes nothing else in the layer (no dropout): in training mode it dequantises and multiplies in
+    `model.compute_dtype`, the same path as training. Inference (`tunekit generate`, `eval`) keeps the fast path.
+    """
+    from bitsandbytes.nn import Linear4bit
+
+    def stay_in_training_mode(module: Any, args: Any) -> None:  # returns None: the input passes unchanged
+        if not module.training:
+            module.train()
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.register_forward_pre_hook(stay_in_training_mode)
 
 
 def check_head(section: ModelSection, path: str, head: str, command: str | None = None) -> None:

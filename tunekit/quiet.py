@@ -1,21 +1,41 @@
-"""Keep library chatter (load bars, deprecation notes) off the console unless TUNEKIT_DEBUG is set."""
+"""Keep library chatter (log lines, load bars, deprecation notes) off the console unless TUNEKIT_DEBUG is set.
+
+    >>> quiet_libraries()  # the CLI boundary calls it once, before any command imports a library
+
+Cheap and import-free, so it can run before every command, `tunekit --help` included: the libraries
+read these settings when they are imported later. Their own environment variables win where a user
+set them (TRANSFORMERS_VERBOSITY=info shows transformers' log again).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
+
+LIBRARIES = ("transformers", "datasets", "trl", "peft", "accelerate", "bitsandbytes", "torch", "huggingface_hub")
+# transformers and datasets set their loggers' level from these when imported, over any level set before.
+ENVIRONMENT = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DATASETS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' own load bars follow the Hub's setting
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TORCH_CPP_LOG_LEVEL": "ERROR",  # c10 warnings (DDP's reducer) that torch prints from C++
+}
 
 
 def quiet_libraries() -> None:
     if os.environ.get("TUNEKIT_DEBUG"):
         return
-    import datasets
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    logging.getLogger("trl").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"(transformers|trl|peft|accelerate|torch|bitsandbytes)(\.|$)")
+    for name, value in ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    # bitsandbytes logs through plain `logging` when imported (e.g. "Failed to load CPU gemm_4bit_forward
+    # from kernels-community"): with no handler configured, Python prints every warning to stderr.
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(transformers|trl|peft|accelerate|torch|bitsandbytes|datasets)(\.|$)")
+    transformers = sys.modules.get("transformers")  # imported already (by a test, or a script calling main())
+    if transformers is not None:
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()

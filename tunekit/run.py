@@ -82,9 +82,13 @@ def append_metrics(out: Path, record: dict[str, Any]) -> None:
 
 
 def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    """summary.json, with what the run ran on (tunekit.doctor.environment) under `environment`."""
+    from tunekit.doctor import environment
+
     missing = [key for key in SUMMARY_KEYS if key not in summary]
     if missing:
         raise AssertionError(f"summary.json lacks {missing}")  # a bug of ours, not the user's
+    summary = {**summary, "environment": environment()}
     write_atomically(out / "summary.json", json.dumps(_finite(summary), indent=2) + "\n")
 
 

@@ -11,8 +11,9 @@ Each method module (tunekit/methods/*.py) reads top to bottom and calls these.
 
 from __future__ import annotations
 
-import inspect
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from peft import (
     PromptTuningConfig,
 )
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from tunekit.config.schema import SOFT_PROMPTS, AdapterSection, Recipe
 from tunekit.errors import UserError
@@ -99,10 +101,21 @@ def check_adapter(adapter: AdapterSection, model: Any) -> None:
                 f"adapter.target_modules: {', '.join(missing)} not found in this {family} model; "
                 f"its linear layers are named {', '.join(n for n in linear if n != 'lm_head')} (or use all-linear)"
             )
-    if adapter.type == "prefix_tuning" and "past_key_values" not in inspect.signature(model.forward).parameters:
-        raise UserError(f"adapter.type: prefix_tuning needs a model that takes past_key_values; {family} does not")
+    if adapter.type == "prefix_tuning" and not _has_attention_cache(model):
+        raise UserError(
+            f"adapter.type: prefix_tuning puts learned keys and values into the attention cache of every layer; "
+            f"{family} generates without one (use prompt_tuning or p_tuning)"
+        )
     if adapter.type in SOFT_PROMPTS and model.get_input_embeddings() is None:
         raise UserError(f"adapter.type: {adapter.type} needs the model's input embeddings; {family} exposes none")
+
+
+def _has_attention_cache(model: Any) -> bool:
+    """A model that generates (transformers' public `can_generate`) through attention heads keeps a key/value
+    cache per layer, which is where peft's prefix tuning puts its prefixes (state-space models have none)."""
+    text = model.config.get_text_config()
+    heads = getattr(text, "num_attention_heads", None) or getattr(text, "n_head", None)
+    return bool(model.can_generate() and heads)
 
 
 def _is_linear(module: Any) -> bool:
@@ -147,6 +160,9 @@ def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval
         "fp16": recipe.model.dtype == "fp16",
         "use_cpu": not torch.cuda.is_available(),  # bf16 autocast on a CPU needs it said
         "include_num_input_tokens_seen": "non_padding",
+        # Every trainable weight takes part in each forward pass (full, LoRA, soft prompts): DDP need not search
+        # the graph for weights without a gradient (transformers' default does, and warns on every rank).
+        "ddp_find_unused_parameters": False,
         "dataloader_num_workers": 0,
     }
 
@@ -236,3 +252,75 @@ def replace_printers(trainer: Any) -> None:
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+
+
+class FirstEvaluation(TrainerCallback, ExportableState):
+    """Keep the figures of the first evaluation of `train()` (eval_on_start) and add the method's own to them.
+
+    The figures travel in every checkpoint (trainer_state.json, as transformers saves an ExportableState),
+    so a resumed run reports the "before" figures of the run's start, not of the checkpoint.
+    """
+
+    def __init__(
+        self, trainer: Any, figures: dict[str, str], extra_eval: Callable[[], dict[str, float]] | None,
+        report: Callable[[str], None], found: dict[str, float] | None = None,
+    ) -> None:
+        self.trainer, self.figures, self.extra_eval, self.report = trainer, figures, extra_eval, report
+        self.found = found
+        self.seconds = 0.0  # spent evaluating inside train()
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
+        if self.found is not None:
+            return
+        metrics = metrics or {}
+        found = named_figures(metrics, self.figures)
+        started = time.perf_counter()
+        if self.extra_eval is not None:
+            extra = self.extra_eval()
+            self.trainer.log(extra)  # into metrics.jsonl with the trainer's own figures
+            found.update(extra)
+        self.seconds = float(metrics.get("eval_runtime", 0.0)) + time.perf_counter() - started
+        self.found = found
+        from tqdm.auto import tqdm
+
+        with tqdm.external_write_mode():  # the progress bar has started: print around it
+            self.report("before training: " + figures_line(found))
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"found": self.found}}
+
+
+def named_figures(metrics: dict[str, Any], figures: dict[str, str]) -> dict[str, float]:
+    """The summary's names for the trainer's metrics; a metric the method expects but the trainer did not
+    report is a bug of ours (the checks before a run keep data that gives nothing to evaluate out)."""
+    missing = [key for key in figures.values() if key not in metrics]
+    if missing:
+        raise AssertionError(f"the trainer reported no {missing}; it reported {sorted(metrics)}")
+    return {name: float(metrics[key]) for name, key in figures.items()}
+
+
+def figures_line(figures: dict[str, float]) -> str:
+    return ", ".join(f"{name.removeprefix('eval_').replace('_', ' ')} {value:.4f}" for name, value in figures.items())
+
+
+class RequireDDP(TrainerCallback):
+    """Fail at the start of training, not after it, when several DDP processes would train unsynchronised
+    copies (the model reached `train()` without its DistributedDataParallel wrapper)."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = self.trainer.model_wrapped  # set by train() before this event
+        # modules(): torch.compile's wrapper holds the DDP module as a submodule
+        if any(isinstance(module, DistributedDataParallel) for module in wrapped.modules()):
+            return
+        from importlib.metadata import version
+
+        raise RuntimeError(
+            f"Trainer.train() left the model without DDP ({type(wrapped).__name__}) under transformers "
+            f"{version('transformers')} and accelerate {version('accelerate')}, so each of the {args.world_size} "
+            "processes would train its own copy; run in one process, and please report it"
+        )

@@ -16,8 +16,9 @@ import sys
 import typer
 
 from tunekit import __version__, launch  # launch: no torch at import
-from tunekit.cli import estimate, recipes, score, tiny, train, use, validate
+from tunekit.cli import doctor, estimate, recipes, score, tiny, train, use, validate
 from tunekit.errors import UserError
+from tunekit.quiet import quiet_libraries
 
 app = typer.Typer(
     name="tunekit",
@@ -49,6 +50,7 @@ tiny.register(app)
 use.register(app)
 score.register(app)
 estimate.register(app)
+doctor.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _run(argv: list[str] | None) -> None:
     debug = bool(os.environ.get("TUNEKIT_DEBUG"))
+    quiet_libraries()  # before any command imports a library that talks
     # In launched processes every rank meets the same mistake: rank 0 alone says so.
     echo = launch.on_main(typer.echo)
     try:

@@ -183,9 +183,7 @@ def _measure(result: Any, steps: int, keep_dtype: bool) -> None:
     from tunekit.estimate.measure import describe_weights_source, measure
     from tunekit.estimate.memory import estimate, saved_activations
     from tunekit.estimate.report import measure_table
-    from tunekit.quiet import quiet_libraries
 
-    quiet_libraries()
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -33,11 +33,9 @@ def register(app: typer.Typer) -> None:
             raise DataError(f"{data}: format {fmt}; tunekit score needs prompt/chosen/rejected or prompt/completion rows")
         rows = check_rows(raw, fmt, str(data))
 
-        from tunekit.quiet import quiet_libraries
         from tunekit.reward_model import load_reward_model
         from tunekit.reward_model import score as score_rows
 
-        quiet_libraries()
         reward_model, tokenizer = load_reward_model(model)
         prompts = [row["prompt"] for row in rows]
         result: dict[str, object] = {"num_examples": len(rows)}

@@ -32,8 +32,6 @@ def register(app: typer.Typer) -> None:
         if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
             raise UserError(f"{output} already exists and is not empty; pass --overwrite to replace it")
         from tunekit.tiny import build_tiny_model
-        from tunekit.quiet import quiet_libraries
 
-        quiet_libraries()
         path = build_tiny_model(output, arch.value, seed)
         typer.echo(f"wrote tiny {arch.value} model (seed {seed}) to {path}")

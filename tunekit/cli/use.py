@@ -132,9 +132,7 @@ def merge(
     """
     from tunekit.merge import MergeCheckFailed, check_merged
     from tunekit.merge import merge as run_merge
-    from tunekit.quiet import quiet_libraries
 
-    quiet_libraries()
     try:
         if check_only:
             check = check_merged(adapter, output, dtype.value, base, tolerance, report=typer.echo)
@@ -151,17 +149,13 @@ def merge(
 
 def _loaded(ref: Any, dtype: Dtype, quant: Quantization, trust: bool) -> Any:
     from tunekit.inference import load
-    from tunekit.quiet import quiet_libraries
 
-    quiet_libraries()
     return load(ref, dtype.value, quant.value, trust)
 
 
 def _reference(model: str, adapter: Path | None = None) -> Any:
     from tunekit.inference import resolve_reference
-    from tunekit.quiet import quiet_libraries
 
-    quiet_libraries()  # before a tiny model is built on first use
     return resolve_reference(model, adapter)
 
 

@@ -78,6 +78,13 @@ class Preview:
         return cls(parts.tokenizer, parts.chat_template, parts.special)
 
     @classmethod
+    def from_tokenizer(cls, tokenizer: Any) -> Preview:
+        """From a loaded transformers fast tokenizer: its `tokenizers` backend and chat template."""
+        special = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+        backend = tokenizer.backend_tokenizer
+        return cls(backend, tokenizer.chat_template, special)
+
+    @classmethod
     def from_folder(cls, folder: Path) -> Preview:
         from tokenizers import Tokenizer
 

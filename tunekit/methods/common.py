@@ -57,10 +57,8 @@ def prepare(recipe: Recipe, options: RunOptions, head: str = "causal-lm", check:
     from transformers import set_seed
 
     from tunekit.models import load_model, load_tokenizer, resolve_dtype, resolve_model_path
-    from tunekit.quiet import quiet_libraries
     from tunekit.training import check_adapter, check_environment
 
-    quiet_libraries()
     check_environment(recipe)
     # The tokenizer loads in moments: the checks that need it run before a relaunch and the model's load.
     tokenizer = load_tokenizer(resolve_model_path(recipe.model.name_or_path), recipe.model)
@@ -169,23 +167,32 @@ def fit(
     extra_summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate, train, evaluate, save `final/`, write summary.json; `figures` maps summary name -> trl metric,
-    `extra_summary` adds the method's own keys (classify: the label names)."""
-    from tunekit.training import count_parameters, replace_printers
+    `extra_summary` adds the method's own keys (classify: the label names).
+
+    The first evaluation runs inside `train()` (transformers' `eval_on_start`), after the model is wrapped
+    for DDP / FSDP / DeepSpeed, so an evaluation never reaches the model unprepared. A resumed run takes
+    its "before" figures from the checkpoint instead of evaluating the checkpoint.
+    """
+    from tunekit.training import FirstEvaluation, RequireDDP, count_parameters, figures_line, replace_printers
 
     recipe, data, out = setup.recipe, setup.data, setup.out
     replace_printers(trainer)
     total, trainable = count_parameters(trainer.model)
     report(_plan(recipe, data, total, trainable, trainer.args.max_steps, out))
-
-    before = _evaluate(trainer, figures, extra_eval) if data.eval else {}
-    if before:
-        report("before training: " + _figures_line(before))
-        from tunekit._compat import ddp_after_evaluate
-
-        ddp_after_evaluate(trainer)
+    if trainer.args.world_size > 1 and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        trainer.add_callback(RequireDDP(trainer))
+    earlier = setup.resume.before if setup.resume is not None else {}
+    first = FirstEvaluation(trainer, figures, extra_eval, report, found=earlier or None)
+    if data.eval:
+        trainer.add_callback(first)  # it also keeps the figures in every checkpoint, for a later --resume
+        if earlier:
+            report("before training (when the run started): " + figures_line(earlier))
+        else:
+            trainer.args.eval_on_start = True
     started = time.perf_counter()
     result = _train(trainer, setup, report)
-    runtime = time.perf_counter() - started
+    runtime = time.perf_counter() - started - first.seconds  # training alone
+    before = first.found or {}
     after = _evaluate(trainer, figures, extra_eval) if data.eval else {}
 
     final = out / "final"
@@ -211,8 +218,8 @@ def fit(
         summary.update(train_tokens=tokens, train_tokens_per_second=round(tokens / runtime, 2))
     if data.eval:
         summary["eval_examples"] = len(data.eval)
-        for name in before:
-            summary[f"{name}_before"] = before[name]
+        for name in after:
+            summary[f"{name}_before"] = before.get(name)
             summary[f"{name}_after"] = after[name]
     summary.update(extra_summary or {})
     if trainer.is_world_process_zero():
@@ -220,7 +227,7 @@ def fit(
     speed = f", {summary['train_tokens_per_second']:,.0f} tokens/s" if tokens else ""
     report(f"done in {runtime:.1f}s: {summary['steps']} steps, train loss {summary['train_loss']:.4f}{speed}")
     if after:
-        report("after training: " + _figures_line(after))
+        report("after training: " + figures_line(after))
     report(f"saved {final}")
     if summary.get("replicas_identical") is False:  # DDP failed to keep the copies in sync: not a result to trust
         raise RuntimeError(
@@ -279,18 +286,12 @@ def _scale_figures(trainer: Any, setup: Setup) -> dict[str, Any]:
 
 
 def _evaluate(trainer: Any, figures: dict[str, str], extra_eval: Callable[[], dict[str, float]] | None) -> dict:
-    metrics = trainer.evaluate(metric_key_prefix="eval")
-    missing = [key for key in figures.values() if key not in metrics]
-    if missing:
-        raise AssertionError(f"the trainer reported no {missing}; it reported {sorted(metrics)}")
-    found = {name: float(metrics[key]) for name, key in figures.items()}
+    from tunekit.training import named_figures
+
+    found = named_figures(trainer.evaluate(metric_key_prefix="eval"), figures)
     if extra_eval is not None:
         found.update(extra_eval())
     return found
-
-
-def _figures_line(figures: dict[str, float]) -> str:
-    return ", ".join(f"{name.removeprefix('eval_').replace('_', ' ')} {value:.4f}" for name, value in figures.items())
 
 
 def _plan(recipe: Recipe, data: Data, total: int, trainable: int, steps: int, out: Path) -> str:

@@ -52,7 +52,14 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
     # No `model=` for the collator: T5 and BART shift the labels into decoder inputs themselves.
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     trainer = Seq2SeqTrainer(args=args, data_collator=collator, **inputs)
-    return fit(trainer, setup, report, {"eval_loss": "eval_loss"}, extra_eval=_generation_eval(trainer, setup))
+    from tunekit.generation import cache_keeps_prefix
+
+    generation = _generation_eval(trainer, setup)
+    if not cache_keeps_prefix(trainer.model, is_seq2seq=True):
+        report("note: generation figures skipped: with the installed peft and transformers a prefix-tuned model "
+               "generates as its base (eval loss is measured as usual)")
+        generation = None
+    return fit(trainer, setup, report, {"eval_loss": "eval_loss"}, extra_eval=generation)
 
 
 def check_targets(data: Data, source: str) -> None:

@@ -35,6 +35,12 @@ def check(recipe: Recipe, data: Data, tokenizer: Any) -> None:
     that marks assistant turns."""
     if data.kind == "messages" and recipe.data.train_on == "completion":
         _check_generation_markers(tokenizer, recipe)
+    from tunekit.checks import check_loss_survives
+    from tunekit.data.preview import Preview
+    from tunekit.launch import on_main
+
+    for note in check_loss_survives(Preview.from_tokenizer(tokenizer), data, recipe):
+        on_main(print)(f"note: {note}")
 
 
 def build_trainer(setup: Setup) -> Any:
