@@ -154,3 +154,27 @@ def test_bf16_trains_on_cpu_and_fp16_is_refused_without_gpu(cli, tmp_path: Path)
     refused = cli("sft", str(short_recipe(tmp_path)), "model.dtype=fp16", f"output_dir={tmp_path / 'fp16'}")
     assert refused.code == 2 and "fp16" in refused.err and "GPU" in refused.err
     assert not (tmp_path / "fp16").exists()
+
+
+def test_alpaca_json_as_train_and_eval_trains_and_a_max_length_that_cuts_every_answer_exits_2(
+    cli, tmp_path: Path
+) -> None:
+    """The Alpaca prompt template adds ~90 tokens: at max_length 64 no answer is left to learn or score."""
+    rows = [{"instruction": f"Reverse the words: {p.split(': ')[1]}", "input": "", "output": c} for p, c in PAIRS]
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps(rows), encoding="utf-8")
+    recipe = write_recipe(
+        tmp_path / "recipe.yaml", method="sft", model={"name_or_path": "tiny:llama"},
+        data={"train": str(data), "eval": str(data), "max_length": 64},
+        training={"learning_rate": 3e-3, "max_steps": 10, "batch_size": 8}, output_dir=str(tmp_path / "run"),
+    )
+    for command in ("validate", "sft"):
+        short = cli(command, str(recipe))
+        assert short.code == 2, short.err
+        assert "data.max_length=64 cuts away every loss-carrying token" in short.err and "at least" in short.err
+    assert not (tmp_path / "run").exists()
+    trained = cli("sft", str(recipe), "data.max_length=256")
+    assert trained.code == 0, trained.err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["data_format"] == "alpaca"
+    assert summary["eval_loss_after"] < summary["eval_loss_before"]
