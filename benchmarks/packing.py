@@ -24,7 +24,7 @@ from sft_throughput import build_model
 from tunekit.config import validate
 from tunekit.methods import sft
 from tunekit.quiet import quiet_libraries
-from tunekit.run import RunOptions
+from tunekit.train.rundir import RunOptions
 
 WORDS = (Path(__file__).resolve().parents[1] / "tunekit" / "datasets" / "words.txt").read_text().split()
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from tunekit.config import validate
 from tunekit.methods import sft
 from tunekit.quiet import quiet_libraries
-from tunekit.run import RunOptions
-from tunekit.tiny import build_tiny_model, tiny_config
+from tunekit.train.rundir import RunOptions
+from tunekit.models.tiny import build_tiny_model, tiny_config
 
 # A bigger sibling of tiny:llama (4 layers, 256 wide, ~3.5M parameters) so a step is real work.
 WIDER = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 8,

@@ -34,7 +34,7 @@ class Result:
 @pytest.fixture(scope="session")
 def base() -> Path:
     """The tiny random LLaMA (`tiny:llama`), built once into the session's cache."""
-    from tunekit.tiny import ensure_tiny
+    from tunekit.models.tiny import ensure_tiny
 
     return ensure_tiny("tiny:llama")
 

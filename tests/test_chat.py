@@ -20,7 +20,7 @@ DECODING = ["--max-new-tokens", "8", "--temperature", "1", "--seed", "5"]
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tunekit.tiny import ensure_tiny
+    from tunekit.models.tiny import ensure_tiny
 
     return make_lora(ensure_tiny("tiny:llama"), tmp_path_factory.mktemp("chat") / "lora", seed=3)
 
@@ -69,9 +69,9 @@ def test_set_changes_decoding_and_bad_commands_do_not_end_the_chat(cli, monkeypa
 
 
 def test_replies_stream_in_pieces(model: Path) -> None:
-    from tunekit.chat import ChatSession
-    from tunekit.generation import Decoding
-    from tunekit.inference import load, resolve_reference
+    from tunekit.use.chat import ChatSession
+    from tunekit.use.generate import Decoding
+    from tunekit.use.load import load, resolve_reference
 
     session = ChatSession(load(resolve_reference(str(model))), Decoding(max_new_tokens=12, do_sample=True, seed=5))
     pieces: list[str] = []
@@ -82,7 +82,7 @@ def test_replies_stream_in_pieces(model: Path) -> None:
 
 
 def test_model_without_chat_template_exits_2(cli, monkeypatch, tmp_path: Path) -> None:
-    from tunekit.tiny import ensure_tiny
+    from tunekit.models.tiny import ensure_tiny
 
     plain = shutil.copytree(ensure_tiny("tiny:llama"), tmp_path / "plain")
     (plain / "chat_template.jinja").unlink(missing_ok=True)

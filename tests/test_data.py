@@ -137,7 +137,7 @@ def test_preview_masks_match_transformers_assistant_masks() -> None:
     from transformers import AutoTokenizer
 
     from tunekit.data.preview import Preview
-    from tunekit.tiny import ensure_tiny
+    from tunekit.models.tiny import ensure_tiny
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny("tiny:llama"))
     preview = Preview.from_tiny("llama")
@@ -155,7 +155,7 @@ def test_preview_masks_match_trl_labels_for_prompt_completion() -> None:
     from trl import SFTConfig, SFTTrainer
 
     from tunekit.data.preview import Preview
-    from tunekit.tiny import ensure_tiny
+    from tunekit.models.tiny import ensure_tiny
 
     path = ensure_tiny("tiny:llama")
     rows = EXAMPLES["prompt_completion"][:4]

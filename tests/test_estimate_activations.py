@@ -12,7 +12,7 @@ from tunekit.estimate.arch import read_dims
 from tunekit.estimate.memory import plan, saved_activations
 from tunekit.estimate.params import inventory
 from tunekit.estimate.setup import Setup
-from tunekit.tiny import tiny_config
+from tunekit.models.tiny import tiny_config
 
 SMALL = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "vocab_size": 1000}
 LAYER = {"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4}

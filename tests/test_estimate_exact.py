@@ -10,7 +10,7 @@ import pytest
 from tunekit.estimate.memory import estimate
 from tunekit.estimate.params import inventory
 from tunekit.estimate.setup import Setup
-from tunekit.tiny import tiny_config
+from tunekit.models.tiny import tiny_config
 
 # (arch, setup fields): several methods, dtypes and optimizers over the four tiny architectures.
 # The CPU peak needs the profiler's memory timeline (seconds per case): only PEAK_CASES measure it.

@@ -34,7 +34,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA run that memorised PAIRS, merged. 120 epochs at lr 3e-3 as in test_sft (there: 40 pairs, 600
     steps), the smallest budget that reached exact match 1.0 here; 5e-3 does not learn at all."""
     from tunekit.cli import main
-    from tunekit.merge import merge
+    from tunekit.use.merge import merge
 
     root = tmp_path_factory.mktemp("eval")
     data = write_jsonl(root / "pairs.jsonl", conversational(PAIRS))
@@ -84,7 +84,7 @@ def test_loss_tokens_are_the_completion_tokens_trl_trains_on(cli, tmp_path: Path
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from tunekit.tiny import ensure_tiny
+    from tunekit.models.tiny import ensure_tiny
 
     rows = plain(PAIRS[:6])
     found = run_json(cli, "tiny:llama", "--data", str(write_jsonl(tmp_path / "plain.jsonl", rows)))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import chat_rows, reversal_pairs, write_jsonl, write_recipe
-from tunekit import launch
+from tunekit.train import launch
 from tunekit.errors import UserError
 
 
@@ -220,7 +220,7 @@ def test_tensorboard_writer_only_on_rank_0(monkeypatch: pytest.MonkeyPatch, tmp_
     from transformers.integrations import TensorBoardCallback
 
     from tunekit.config import load_recipe
-    from tunekit.training import callbacks
+    from tunekit.train.builders import callbacks
 
     recipe = load_recipe(small_recipe(tmp_path), ["training.report_to=tensorboard"])
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -238,7 +238,7 @@ def test_training_without_the_ddp_wrapper_fails_at_its_start() -> None:
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
-    from tunekit.training import RequireDDP
+    from tunekit.train.builders import RequireDDP
 
     model = torch.nn.Linear(2, 2)
     unwrapped = RequireDDP(SimpleNamespace(model_wrapped=model))

@@ -23,7 +23,7 @@ def adapter(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def merged(adapter: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tunekit.merge import merge
+    from tunekit.use.merge import merge
 
     out = tmp_path_factory.mktemp("merged") / "model"
     merge(adapter, out, report=lambda _: None)

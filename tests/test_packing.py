@@ -28,9 +28,9 @@ def variable_rows(n: int, seed: int = 0) -> list[dict]:
 
 def sft_trainer(tmp_path: Path, arch: str, rows: list[dict], packing: bool, train_on: str = "completion"):
     from tunekit.config import Recipe
-    from tunekit.methods.common import prepare
+    from tunekit.train.pipeline import prepare
     from tunekit.methods.sft import build_trainer
-    from tunekit.run import RunOptions
+    from tunekit.train.rundir import RunOptions
 
     data = write_jsonl(tmp_path / f"rows-{packing}.jsonl", rows)
     recipe = Recipe.model_validate({

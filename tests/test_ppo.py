@@ -124,7 +124,7 @@ def test_lora_run_with_a_reward_model_folder_keeps_one_base(cli, tmp_path: Path)
 def test_classifier_label_as_reward(cli, tmp_path: Path) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from tunekit.tiny import ensure_tiny
+    from tunekit.models.tiny import ensure_tiny
 
     tiny = ensure_tiny("tiny:llama")
     classifier = AutoModelForSequenceClassification.from_pretrained(
@@ -144,7 +144,7 @@ def test_classifier_label_as_reward(cli, tmp_path: Path) -> None:
     "overrides, expected",
     [
         (["ppo.reward_function=tunekit.nowhere:f"], "cannot import tunekit.nowhere"),
-        (["ppo.reward_function=tunekit.rewards:missing"], "tunekit.rewards has no function missing"),
+        (["ppo.reward_function=tunekit.rl.rewards:missing"], "tunekit.rl.rewards has no function missing"),
         (["ppo.reward_function=nocolon"], "expected module:function"),
         (["ppo.reward_model=some/model"], "set exactly one of reward_model and reward_function"),
         (["training.optimizer=adafactor"], "tunekit ppo supports adamw and sgd"),

@@ -85,7 +85,7 @@ def test_blocks_concatenate_documents_with_eos_between() -> None:
     from transformers import AutoTokenizer
 
     from tunekit.methods.pretrain import blocks
-    from tunekit.tiny import ensure_tiny
+    from tunekit.models.tiny import ensure_tiny
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny("tiny:llama"))
     docs = [{"text": text} for text in sentences("sentiment-test")]

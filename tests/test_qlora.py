@@ -1,5 +1,5 @@
 """QLoRA trains on the true gradient even after an evaluation: bitsandbytes' CPU inference packing
-(AVX512-BF16 machines) must not reach the training steps (tunekit.models.keep_4bit_layers_trainable)."""
+(AVX512-BF16 machines) must not reach the training steps (tunekit.models.loading.keep_4bit_layers_trainable)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ def test_lora_gradients_are_the_same_after_an_evaluation() -> None:
     from peft import LoraConfig, get_peft_model
 
     from tunekit.config.schema import AdapterSection, ModelSection
-    from tunekit.models import load_model
+    from tunekit.models.loading import load_model
 
     section = ModelSection(name_or_path="tiny:llama", quantization="4bit", compute_dtype="fp32", dtype="fp32")
     model, _ = load_model(section, AdapterSection(type="qlora"))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import chat_rows, reversal_pairs, write_jsonl, write_recipe
-from tunekit import checkpoints
+from tunekit.train import checkpoints
 
 STEPS = 12
 TOLERANCE = 1e-4  # same data order, optimizer and RNG: only float summation order may differ
@@ -182,7 +182,7 @@ def test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run(
 HARNESS = """
 import sys, time
 from pathlib import Path
-import tunekit.checkpoints as checkpoints
+import tunekit.train.checkpoints as checkpoints
 
 pause_before, pause_after, marker = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 seal = checkpoints.finalize

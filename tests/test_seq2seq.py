@@ -98,7 +98,7 @@ def _tiny_bart(folder: Path) -> Path:
     """A 2-layer random BART with the tiny T5's tokenizer (ids: pad 0, bos 1, eos 2)."""
     from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration
 
-    from tunekit.tiny import ensure_tiny
+    from tunekit.models.tiny import ensure_tiny
 
     config = BartConfig(
         vocab_size=1024, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,

@@ -82,7 +82,7 @@ def test_sft_memorises_and_final_loads_with_plain_libraries(tmp_path: Path, cli,
 
 
 def test_untrained_model_cannot_reverse(tmp_path: Path) -> None:
-    from tunekit.tiny import ensure_tiny
+    from tunekit.models.tiny import ensure_tiny
 
     assert exact_match(ensure_tiny("tiny:llama"), "none", PAIRS[:10]) == 0.0
 

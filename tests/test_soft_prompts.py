@@ -81,7 +81,7 @@ def test_text_initialisation_starts_from_the_text_embeddings(base: Path) -> None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunekit.config.schema import AdapterSection
-    from tunekit.training import peft_config
+    from tunekit.train.builders import peft_config
 
     adapter = AdapterSection(type="prompt_tuning", num_virtual_tokens=8, prompt_init="text",
                              prompt_init_text="Reverse the words:")
@@ -127,9 +127,9 @@ def test_prefix_tuned_generation_never_prints_the_base_models_text(arch: str) ->
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from tunekit.errors import UserError
-    from tunekit.generation import Decoding, Prompt, cache_keeps_prefix, generate
-    from tunekit.inference import Loaded, Reference
-    from tunekit.tiny import ensure_tiny
+    from tunekit.use.generate import Decoding, Prompt, cache_keeps_prefix, generate
+    from tunekit.use.load import Loaded, Reference
+    from tunekit.models.tiny import ensure_tiny
 
     path = ensure_tiny(f"tiny:{arch}")
     seq2seq = arch == "t5"
@@ -165,8 +165,8 @@ def test_prefix_tuning_refused_for_a_model_that_does_not_generate(base: Path) ->
 
     from tunekit.config.schema import AdapterSection
     from tunekit.errors import UserError
-    from tunekit.tiny import ensure_tiny
-    from tunekit.training import check_adapter
+    from tunekit.models.tiny import ensure_tiny
+    from tunekit.train.builders import check_adapter
 
     bert = AutoModelForMaskedLM.from_pretrained(ensure_tiny("tiny:bert"))
     with pytest.raises(UserError, match="attention cache"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from tunekit.errors import UserError
-from tunekit.recipes import find_recipe, list_recipes
+from tunekit.config.recipes import find_recipe, list_recipes
 
 NAME = typer.Argument(..., help="Recipe name as `tunekit recipes list` shows it.", show_default=False)
 

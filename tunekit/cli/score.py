@@ -33,8 +33,8 @@ def register(app: typer.Typer) -> None:
             raise DataError(f"{data}: format {fmt}; tunekit score needs prompt/chosen/rejected or prompt/completion rows")
         rows = check_rows(raw, fmt, str(data))
 
-        from tunekit.reward_model import load_reward_model
-        from tunekit.reward_model import score as score_rows
+        from tunekit.rl.scoring import load_reward_model
+        from tunekit.rl.scoring import score as score_rows
 
         reward_model, tokenizer = load_reward_model(model)
         prompts = [row["prompt"] for row in rows]

@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         """Write a ~100k-parameter random model and an offline-trained tokenizer, loadable with from_pretrained."""
         if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
             raise UserError(f"{output} already exists and is not empty; pass --overwrite to replace it")
-        from tunekit.tiny import build_tiny_model
+        from tunekit.models.tiny import build_tiny_model
 
         path = build_tiny_model(output, arch.value, seed)
         typer.echo(f"wrote tiny {arch.value} model (seed {seed}) to {path}")

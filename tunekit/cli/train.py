@@ -63,7 +63,7 @@ def _command(method: str) -> Callable[..., None]:
         num_processes: int | None = NUM_PROCESSES,
         accelerate_config: str | None = ACCELERATE_CONFIG,
     ) -> None:
-        from tunekit import launch
+        from tunekit.train import launch
         from tunekit.config import load_recipe
 
         loaded = load_recipe(recipe, overrides)
@@ -73,8 +73,8 @@ def _command(method: str) -> Callable[..., None]:
             raise UserError("--force only applies with --resume")
         if accelerate_config is not None:
             launch.resolve_config(accelerate_config)  # an unknown name fails here, before any slow work
-        from tunekit.checkpoints import Stopped
-        from tunekit.run import RunOptions
+        from tunekit.train.checkpoints import Stopped
+        from tunekit.train.rundir import RunOptions
 
         flags = [flag for flag, on in (("--overwrite", overwrite), ("--resume", resume), ("--force", force)) if on]
         options = RunOptions(
@@ -102,7 +102,7 @@ def accelerate_config(
     name: str | None = typer.Argument(None, help="A packaged config; without it, list them.", show_default=False),
 ) -> None:
     """Print a packaged accelerate config (to copy and edit), or list them with their paths."""
-    from tunekit import launch
+    from tunekit.train import launch
 
     if name is None:
         for known in launch.config_names():

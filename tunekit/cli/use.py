@@ -130,8 +130,8 @@ def merge(
     The merged model is reloaded and compared with the adapter model on a few prompts; exit 1 (nothing
     written) when logits differ beyond the tolerance or the merge left the base weights unchanged.
     """
-    from tunekit.merge import MergeCheckFailed, check_merged
-    from tunekit.merge import merge as run_merge
+    from tunekit.use.merge import MergeCheckFailed, check_merged
+    from tunekit.use.merge import merge as run_merge
 
     try:
         if check_only:
@@ -148,19 +148,19 @@ def merge(
 
 
 def _loaded(ref: Any, dtype: Dtype, quant: Quantization, trust: bool) -> Any:
-    from tunekit.inference import load
+    from tunekit.use.load import load
 
     return load(ref, dtype.value, quant.value, trust)
 
 
 def _reference(model: str, adapter: Path | None = None) -> Any:
-    from tunekit.inference import resolve_reference
+    from tunekit.use.load import resolve_reference
 
     return resolve_reference(model, adapter)
 
 
 def _decoding(**given: Any) -> Any:
-    from tunekit.generation import Decoding
+    from tunekit.use.generate import Decoding
 
     given["stop"] = list(given["stop"] or []) or None
     return Decoding.from_options(**given)
@@ -203,8 +203,8 @@ def generate(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
         num_beams=num_beams, repetition_penalty=repetition_penalty, stop=stop, seed=seed,
     )
-    from tunekit.generation import generate as run_generate
-    from tunekit.generation import read_prompts, render_prompt
+    from tunekit.use.generate import generate as run_generate
+    from tunekit.use.generate import read_prompts, render_prompt
 
     texts = list(prompt) if prompt else read_prompts(file or "")
     loaded = _loaded(_reference(model, adapter), dtype, quantization, trust_remote_code)
@@ -251,7 +251,7 @@ def chat(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
         num_beams=num_beams, repetition_penalty=repetition_penalty, stop=stop, seed=seed,
     )
-    from tunekit.chat import ChatSession, run_chat
+    from tunekit.use.chat import ChatSession, run_chat
 
     loaded = _loaded(_reference(model, adapter), dtype, quantization, trust_remote_code)
     for note in loaded.notes:
@@ -296,8 +296,8 @@ def evaluate(
     Loss covers exactly the tokens training puts loss on (completions, assistant turns, or all text),
     rendered as training renders them; generation is greedy.
     """
-    from tunekit.evaluate import evaluate as run_eval
-    from tunekit.evaluate import load_eval_data, write_predictions
+    from tunekit.use.evaluate import evaluate as run_eval
+    from tunekit.use.evaluate import load_eval_data, write_predictions
 
     counts = sorted(set(shots or [0]))
     eval_data = load_eval_data(data, fmt, max(counts), shots_from)

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         examples: int = typer.Option(3, "--examples", min=0, help="How many rendered examples to show."),
     ) -> None:
         """Check a recipe without training: schema, model, data rows, rendered examples, token lengths."""
-        from tunekit.checks import check_recipe
+        from tunekit.train.preflight import check_recipe
         from tunekit.config import load_recipe
 
         report = check_recipe(load_recipe(recipe, overrides), examples=examples)

@@ -1,6 +1,6 @@
 """Render training examples as the trainer will see them, marking the tokens that carry loss.
 
-    >>> from tunekit.tiny import build_tokenizer
+    >>> from tunekit.models.tiny import build_tokenizer
     >>> preview = Preview.from_tiny("llama")
     >>> shown = preview.render({"prompt": "2+2=", "completion": "4"}, "prompt_completion", "completion")
     >>> shown.text[shown.spans[0][0]:shown.spans[0][1]]
@@ -72,7 +72,7 @@ class Preview:
 
     @classmethod
     def from_tiny(cls, arch: str) -> Preview:
-        from tunekit.tiny import build_tokenizer
+        from tunekit.models.tiny import build_tokenizer
 
         parts = build_tokenizer(arch)
         return cls(parts.tokenizer, parts.chat_template, parts.special)

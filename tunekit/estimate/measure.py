@@ -1,7 +1,7 @@
 """Run a few real training steps and measure the memory the estimate predicts.
 
     >>> from tunekit.estimate.setup import Setup
-    >>> from tunekit.tiny import tiny_config
+    >>> from tunekit.models.tiny import tiny_config
     >>> setup = Setup(method="lora", dtype="fp32", batch_size=2, seq_len=32)
     >>> m = measure(tiny_config("llama"), setup)  # doctest: +SKIP
     >>> m.peak_label  # doctest: +SKIP

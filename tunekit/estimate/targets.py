@@ -57,8 +57,8 @@ def resolve_target(target: str, overrides: list[str] | None = None) -> Target:
 
 def resolve_model(name: str) -> Target:
     """A model reference as a recipe's `model.name_or_path` holds it, or a preset name."""
-    from tunekit.packaged import is_package_ref, package_model_path
-    from tunekit.tiny import is_tiny_ref, tiny_arch, tiny_config
+    from tunekit.models.packaged import is_package_ref, package_model_path
+    from tunekit.models.tiny import is_tiny_ref, tiny_arch, tiny_config
 
     if is_package_ref(name):
         return _from_folder(name, package_model_path(name))

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from tunekit.config import Recipe
-from tunekit.methods.common import Report, Setup, fit, prepare, trainer_inputs
-from tunekit.run import RunOptions
+from tunekit.train.pipeline import Report, Setup, fit, prepare, trainer_inputs
+from tunekit.train.rundir import RunOptions
 
 FIGURES = {"eval_loss": "eval_loss", "eval_accuracy": "eval_accuracy", "eval_f1": "eval_f1"}
 
@@ -28,7 +28,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
 
     setup = prepare(recipe, options, head="classify")
 
-    from tunekit.training import trainer_kwargs
+    from tunekit.train.builders import trainer_kwargs
 
     # A plain Trainer takes no peft_config; peft's SEQ_CLS also trains the new head.
     inputs = trainer_inputs(

@@ -6,7 +6,7 @@ With LoRA/QLoRA the reference is the base with the adapter disabled (no second c
 full fine-tuning trl loads a frozen copy of the starting model, or `dpo.reference` names another.
 summary.json adds `eval_reward_accuracy_*` and `eval_reward_margin_*` (trl's implicit rewards: all
 zero before training, where policy and reference agree) and `eval_preference_accuracy_*`
-(reference-free, see tunekit.preference).
+(reference-free, see tunekit.train.figures).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.methods.common import PREFERENCE_FIGURES, Report, fit, preference_eval, prepare, trainer_inputs
-from tunekit.run import RunOptions
+from tunekit.train.pipeline import PREFERENCE_FIGURES, Report, fit, preference_eval, prepare, trainer_inputs
+from tunekit.train.rundir import RunOptions
 
 
 def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
@@ -25,8 +25,8 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
 
     from trl import DPOConfig, DPOTrainer
 
-    from tunekit.models import load_model
-    from tunekit.training import trainer_kwargs
+    from tunekit.models.loading import load_model
+    from tunekit.train.builders import trainer_kwargs
 
     reference = None
     if settings.reference:

@@ -16,8 +16,8 @@ from typing import Any
 
 from tunekit.config import Recipe
 from tunekit.errors import UserError
-from tunekit.methods.common import Report, fit, prepare, trainer_inputs
-from tunekit.run import RunOptions
+from tunekit.train.pipeline import Report, fit, prepare, trainer_inputs
+from tunekit.train.rundir import RunOptions
 
 
 def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
@@ -37,9 +37,9 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
 
     from trl import GRPOConfig, GRPOTrainer
 
-    from tunekit.rewards import reward_source
+    from tunekit.rl.rewards import reward_source
     from tunekit.data.formats import prompt_part
-    from tunekit.training import trainer_kwargs
+    from tunekit.train.builders import trainer_kwargs
 
     source = reward_source(settings, str(setup.model.device))
 

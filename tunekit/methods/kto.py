@@ -14,8 +14,8 @@ from typing import Any
 
 from tunekit.config import Recipe
 from tunekit.data.formats import unpair
-from tunekit.methods.common import Report, fit, preference_eval, prepare, trainer_inputs
-from tunekit.run import RunOptions
+from tunekit.train.pipeline import Report, fit, preference_eval, prepare, trainer_inputs
+from tunekit.train.rundir import RunOptions
 
 
 def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
 
     from trl import KTOConfig, KTOTrainer
 
-    from tunekit.training import trainer_kwargs
+    from tunekit.train.builders import trainer_kwargs
 
     config = KTOConfig(
         **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(evaluation)),

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.methods.common import PREFERENCE_FIGURES, Report, fit, preference_eval, prepare, trainer_inputs
-from tunekit.run import RunOptions
+from tunekit.train.pipeline import PREFERENCE_FIGURES, Report, fit, preference_eval, prepare, trainer_inputs
+from tunekit.train.rundir import RunOptions
 
 
 def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
 
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    from tunekit.training import trainer_kwargs
+    from tunekit.train.builders import trainer_kwargs
 
     config = ORPOConfig(
         **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(data.eval)),

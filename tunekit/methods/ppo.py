@@ -25,8 +25,8 @@ from typing import Any
 
 from tunekit.config import Recipe
 from tunekit.errors import UserError
-from tunekit.methods.common import Report, prepare
-from tunekit.run import RunOptions
+from tunekit.train.pipeline import Report, prepare
+from tunekit.train.rundir import RunOptions
 
 EVAL_PROMPTS = 64  # held-out prompts scored before and after training
 SAMPLES = 3  # generations written to samples.jsonl each time
@@ -43,11 +43,11 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
     import torch
     from peft import get_peft_model
 
-    from tunekit.rewards import reward_source
+    from tunekit.rl.rewards import reward_source
     from tunekit.data.formats import prompt_part
     from tunekit.rl.rollout import ValueHead
-    from tunekit.run import write_summary
-    from tunekit.training import count_parameters, peft_config
+    from tunekit.train.rundir import write_summary
+    from tunekit.train.builders import count_parameters, peft_config
 
     torch.manual_seed(recipe.training.seed)
     model = setup.model
@@ -121,7 +121,7 @@ def _rollouts(recipe: Recipe) -> int:
 
 def _refuse_launch_and_resume(options: RunOptions) -> None:
     """PPO's loop is tunekit's own, outside transformers' Trainer: one process, no checkpoints to resume."""
-    from tunekit.launch import world_size
+    from tunekit.train.launch import world_size
 
     if (options.num_processes or 1) > 1 or options.accelerate_config or world_size() > 1:
         raise UserError(
@@ -205,7 +205,7 @@ class Trainer:
     def train(self, batches: Iterator[list[Any]], out: Any, report: Report) -> list[dict[str, float]]:
         from tqdm.auto import tqdm
 
-        from tunekit.run import append_metrics
+        from tunekit.train.rundir import append_metrics
 
         history = []
         bar = tqdm(total=self.steps, desc="ppo", unit="step", dynamic_ncols=True, disable=None)

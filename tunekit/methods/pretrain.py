@@ -21,8 +21,8 @@ from typing import Any
 from tunekit.config import Recipe
 from tunekit.data import Data
 from tunekit.errors import UserError
-from tunekit.methods.common import Report, fit, prepare, trainer_inputs
-from tunekit.run import RunOptions
+from tunekit.train.pipeline import Report, fit, prepare, trainer_inputs
+from tunekit.train.rundir import RunOptions
 
 FIGURES = {"eval_loss": "eval_loss"}
 
@@ -42,7 +42,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
 
     setup = prepare(recipe, options, head="masked-lm" if objective == "mlm" else "causal-lm", check=check)
 
-    from tunekit.training import trainer_kwargs
+    from tunekit.train.builders import trainer_kwargs
 
     section, tokenizer, seed = recipe.pretrain, setup.tokenizer, recipe.training.seed
     assert section is not None
@@ -70,7 +70,7 @@ def check_model(recipe: Recipe) -> tuple[str, int]:
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    from tunekit.models import adapter_base, from_pretrained_or_explain, resolve_model_path
+    from tunekit.models.loading import adapter_base, from_pretrained_or_explain, resolve_model_path
 
     name = recipe.model.name_or_path
     path = resolve_model_path(name)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.methods.common import Report, fit, prepare, trainer_inputs
-from tunekit.run import RunOptions
+from tunekit.train.pipeline import Report, fit, prepare, trainer_inputs
+from tunekit.train.rundir import RunOptions
 
 
 def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
 
     from trl import RewardConfig, RewardTrainer
 
-    from tunekit.training import trainer_kwargs
+    from tunekit.train.builders import trainer_kwargs
 
     config = RewardConfig(
         **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(data.eval)),

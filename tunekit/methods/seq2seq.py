@@ -7,7 +7,7 @@ transformers' Seq2SeqTrainer. `tunekit sft` hands a recipe here when the model's
 The encoder reads the prompt, the decoder is trained on the completion (chat data: the conversation
 before its final assistant turn, rendered with the chat template, then that turn). Loss is on target
 tokens only (DataCollatorForSeq2Seq pads labels with -100). Before and after training the held-out
-completions are also generated greedily and scored by tunekit.evaluate (the code behind `tunekit eval`),
+completions are also generated greedily and scored by tunekit.use.evaluate (the code behind `tunekit eval`),
 so summary.json adds `eval_exact_match`, `eval_rougeL` and `eval_bleu` `_before` / `_after` to
 `eval_loss_before` / `eval_loss_after`.
 """
@@ -19,10 +19,10 @@ from typing import Any
 from tunekit.config import Recipe
 from tunekit.data import Data
 from tunekit.errors import DataError, UserError
-from tunekit.methods.common import Report, Setup, fit, prepare, trainer_inputs
-from tunekit.run import RunOptions
+from tunekit.train.pipeline import Report, Setup, fit, prepare, trainer_inputs
+from tunekit.train.rundir import RunOptions
 
-GENERATION_FIGURES = ("exact_match", "rougeL", "bleu")  # from tunekit.evaluate, as eval_<name>
+GENERATION_FIGURES = ("exact_match", "rougeL", "bleu")  # from tunekit.use.evaluate, as eval_<name>
 
 
 def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
         Seq2SeqTrainingArguments,
     )
 
-    from tunekit.training import trainer_kwargs
+    from tunekit.train.builders import trainer_kwargs
 
     tokenizer, max_length = setup.tokenizer, recipe.data.max_length
     train = encode(setup.data.train, setup.data.kind, tokenizer, max_length)
@@ -52,7 +52,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
     # No `model=` for the collator: T5 and BART shift the labels into decoder inputs themselves.
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     trainer = Seq2SeqTrainer(args=args, data_collator=collator, **inputs)
-    from tunekit.generation import cache_keeps_prefix
+    from tunekit.use.generate import cache_keeps_prefix
 
     generation = _generation_eval(trainer, setup)
     if not cache_keeps_prefix(trainer.model, is_seq2seq=True):
@@ -85,8 +85,8 @@ def check_targets(data: Data, source: str) -> None:
 
 def encode(rows: list[dict[str, Any]], kind: str, tokenizer: Any, max_length: int) -> list[dict]:
     """Rows as encoder ids and target labels, rendered as `tunekit eval` renders them (same loss)."""
-    from tunekit.evaluate import pair
-    from tunekit.generation import render_prompt
+    from tunekit.use.evaluate import pair
+    from tunekit.use.generate import render_prompt
 
     encoded = []
     for row in rows:
@@ -102,10 +102,10 @@ def encode(rows: list[dict[str, Any]], kind: str, tokenizer: Any, max_length: in
 
 
 def _generation_eval(trainer: Any, setup: Setup) -> Any:
-    """Greedy completions of the held-out prompts, scored against their targets (tunekit.evaluate)."""
-    from tunekit.evaluate import EvalData, evaluate
-    from tunekit.inference import Loaded, Reference
-    from tunekit.models import resolve_model_path
+    """Greedy completions of the held-out prompts, scored against their targets (tunekit.use.evaluate)."""
+    from tunekit.use.evaluate import EvalData, evaluate
+    from tunekit.use.load import Loaded, Reference
+    from tunekit.models.loading import resolve_model_path
 
     data = setup.data
     name = setup.recipe.model.name_or_path

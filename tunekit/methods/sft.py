@@ -14,12 +14,12 @@ from typing import Any
 from tunekit.config import Recipe
 from tunekit.data import Data
 from tunekit.errors import UserError
-from tunekit.methods.common import Report, Setup, fit, prepare, trainer_inputs
-from tunekit.run import RunOptions
+from tunekit.train.pipeline import Report, Setup, fit, prepare, trainer_inputs
+from tunekit.train.rundir import RunOptions
 
 
 def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
-    from tunekit.model_config import is_encoder_decoder
+    from tunekit.models.refs import is_encoder_decoder
 
     # trl's SFTTrainer has no encoder-decoder path; `tunekit validate` decides with the same function
     if is_encoder_decoder(recipe.model.name_or_path, recipe.model.revision, download=True):
@@ -35,9 +35,9 @@ def check(recipe: Recipe, data: Data, tokenizer: Any) -> None:
     that marks assistant turns."""
     if data.kind == "messages" and recipe.data.train_on == "completion":
         _check_generation_markers(tokenizer, recipe)
-    from tunekit.checks import check_loss_survives
+    from tunekit.train.preflight import check_loss_survives
     from tunekit.data.preview import Preview
-    from tunekit.launch import on_main
+    from tunekit.train.launch import on_main
 
     for note in check_loss_survives(Preview.from_tokenizer(tokenizer), data, recipe):
         on_main(print)(f"note: {note}")
@@ -50,7 +50,7 @@ def build_trainer(setup: Setup) -> Any:
 
     from trl import SFTConfig, SFTTrainer
 
-    from tunekit.training import trainer_kwargs
+    from tunekit.train.builders import trainer_kwargs
 
     config = SFTConfig(
         **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(data.eval)),

@@ -30,8 +30,8 @@ from transformers.trainer_callback import ExportableState
 
 from tunekit.config.schema import SOFT_PROMPTS, AdapterSection, Recipe
 from tunekit.errors import UserError
-from tunekit.launch import is_main_process
-from tunekit.run import append_metrics
+from tunekit.train.launch import is_main_process
+from tunekit.train.rundir import append_metrics
 
 OPTIMIZERS = {
     "adamw": "adamw_torch_fused",  # transformers' default: fused kernels on CPU and GPU
@@ -133,7 +133,7 @@ def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval
     """Keyword arguments for transformers' TrainingArguments (and trl configs that extend it)."""
     t = recipe.training
     return {
-        # Checkpoints are written under a temporary name and renamed when complete (tunekit.checkpoints).
+        # Checkpoints are written under a temporary name and renamed when complete (tunekit.train.checkpoints).
         "output_dir": str(out / "checkpoints" / ".partial"),
         "learning_rate": t.learning_rate,
         "max_steps": t.max_steps,
@@ -152,7 +152,7 @@ def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval
         "eval_steps": t.eval_steps,
         "save_strategy": "steps" if t.save_steps else "no",
         "save_steps": t.save_steps or 500,
-        "save_total_limit": None,  # tunekit.checkpoints rotates the complete ones; the Trainer sees one at a time
+        "save_total_limit": None,  # tunekit.train.checkpoints rotates the complete ones; the Trainer sees one at a time
         "seed": t.seed,
         "data_seed": t.seed,
         "report_to": "none",  # TensorBoard goes through `callbacks()`, into the run folder
@@ -185,7 +185,7 @@ def callbacks(recipe: Recipe, out: Path) -> list[TrainerCallback]:
 
     Also what makes runs resumable: atomic checkpoints, a checkpoint on SIGINT/SIGTERM, per-process seeds.
     """
-    from tunekit.checkpoints import CheckpointWriter, ProcessSeed, StopOnSignal
+    from tunekit.train.checkpoints import CheckpointWriter, ProcessSeed, StopOnSignal
 
     chosen: list[TrainerCallback] = [
         MetricsLogger(out),

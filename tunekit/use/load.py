@@ -24,7 +24,7 @@ import torch
 
 from tunekit.config.schema import ModelSection
 from tunekit.errors import UserError
-from tunekit.models import (
+from tunekit.models.loading import (
     adapter_base,
     default_device,
     from_pretrained_or_explain,
@@ -146,7 +146,7 @@ def load(
     model, is_seq2seq = load_model(ref, section)
     if ref.adapter is not None:
         model = attach_adapter(model, ref)
-        from tunekit.generation import cache_keeps_prefix
+        from tunekit.use.generate import cache_keeps_prefix
 
         if not cache_keeps_prefix(model, is_seq2seq):
             notes.append("with the installed peft and transformers this prefix-tuning adapter generates as its "

@@ -19,7 +19,7 @@ from typing import Any
 from tunekit.config import Recipe
 from tunekit.data import Data, load_data
 from tunekit.errors import UserError
-from tunekit.run import RunOptions, check_run_dir, prepare_run_dir, write_summary
+from tunekit.train.rundir import RunOptions, check_run_dir, prepare_run_dir, write_summary
 
 Report = Callable[[str], None]
 Check = Callable[[Recipe, Data, Any], None]  # a method's own checks: (recipe, data, tokenizer) -> raise UserError
@@ -36,7 +36,7 @@ class Setup:
     out: Path
     dtype: Any  # torch.dtype the run computes in
     options: RunOptions
-    resume: Any = None  # tunekit.checkpoints.Found with --resume (its path None: nothing to resume)
+    resume: Any = None  # tunekit.train.checkpoints.Found with --resume (its path None: nothing to resume)
 
 
 def prepare(recipe: Recipe, options: RunOptions, head: str = "causal-lm", check: Check | None = None) -> Setup:
@@ -44,10 +44,10 @@ def prepare(recipe: Recipe, options: RunOptions, head: str = "causal-lm", check:
     `check(recipe, data, tokenizer)` adds the method's own, before the model loads.
 
     With --num-processes / --accelerate-config the checks run here, then the command runs again under
-    `accelerate launch` (tunekit.launch.relaunch raises Launched); in launched processes only rank 0
+    `accelerate launch` (tunekit.train.launch.relaunch raises Launched); in launched processes only rank 0
     writes the run folder. The model loads after the recipe's seed is set (a new head, LoRA).
     """
-    from tunekit import launch
+    from tunekit.train import launch
 
     main = launch.is_main_process()
     if main:
@@ -56,8 +56,8 @@ def prepare(recipe: Recipe, options: RunOptions, head: str = "causal-lm", check:
 
     from transformers import set_seed
 
-    from tunekit.models import load_model, load_tokenizer, resolve_dtype, resolve_model_path
-    from tunekit.training import check_adapter, check_environment
+    from tunekit.models.loading import load_model, load_tokenizer, resolve_dtype, resolve_model_path
+    from tunekit.train.builders import check_adapter, check_environment
 
     check_environment(recipe)
     # The tokenizer loads in moments: the checks that need it run before a relaunch and the model's load.
@@ -97,14 +97,14 @@ def prepare(recipe: Recipe, options: RunOptions, head: str = "causal-lm", check:
 def _find_resume(recipe: Recipe, options: RunOptions) -> Any:
     if not options.resume:
         return None
-    from tunekit.checkpoints import find_resume
+    from tunekit.train.checkpoints import find_resume
 
     return find_resume(recipe, Path(recipe.output_dir).expanduser(), options.force)
 
 
 def _start_resumed(out: Path, resume: Any) -> None:
     """Clear half-written checkpoints; drop metrics the resumed run will log again."""
-    from tunekit.checkpoints import clear_staging, trim_metrics
+    from tunekit.train.checkpoints import clear_staging, trim_metrics
 
     clear_staging(out)
     if resume is not None:
@@ -126,8 +126,8 @@ def trainer_inputs(
     """
     from datasets import Dataset
 
-    from tunekit.models import resolve_model_path
-    from tunekit.training import callbacks, peft_config
+    from tunekit.models.loading import resolve_model_path
+    from tunekit.train.builders import callbacks, peft_config
 
     train = setup.data.train if train is None else train
     evaluation = setup.data.eval if evaluation is None else evaluation
@@ -152,8 +152,8 @@ def trainer_inputs(
 
 
 def preference_eval(trainer: Any, setup: Setup) -> Callable[[], dict[str, float]]:
-    """The reference-free held-out figure (tunekit.preference) on the recipe's eval pairs."""
-    from tunekit.preference import preference_accuracy
+    """The reference-free held-out figure (tunekit.train.figures) on the recipe's eval pairs."""
+    from tunekit.train.figures import preference_accuracy
 
     return lambda: {"eval_preference_accuracy": preference_accuracy(trainer.model, setup.tokenizer, setup.data.eval)}
 
@@ -173,7 +173,7 @@ def fit(
     for DDP / FSDP / DeepSpeed, so an evaluation never reaches the model unprepared. A resumed run takes
     its "before" figures from the checkpoint instead of evaluating the checkpoint.
     """
-    from tunekit.training import FirstEvaluation, RequireDDP, count_parameters, figures_line, replace_printers
+    from tunekit.train.builders import FirstEvaluation, RequireDDP, count_parameters, figures_line, replace_printers
 
     recipe, data, out = setup.recipe, setup.data, setup.out
     replace_printers(trainer)
@@ -239,7 +239,7 @@ def fit(
 
 def _train(trainer: Any, setup: Setup, report: Report) -> Any:
     """trainer.train(), from the checkpoint --resume found; a SIGINT/SIGTERM stop raises Stopped."""
-    from tunekit.checkpoints import CheckpointWriter, StopOnSignal, Stopped, describe
+    from tunekit.train.checkpoints import CheckpointWriter, StopOnSignal, Stopped, describe
 
     resume = setup.resume
     if resume is not None:
@@ -286,7 +286,7 @@ def _scale_figures(trainer: Any, setup: Setup) -> dict[str, Any]:
 
 
 def _evaluate(trainer: Any, figures: dict[str, str], extra_eval: Callable[[], dict[str, float]] | None) -> dict:
-    from tunekit.training import named_figures
+    from tunekit.train.builders import named_figures
 
     found = named_figures(trainer.evaluate(metric_key_prefix="eval"), figures)
     if extra_eval is not None:

@@ -42,7 +42,7 @@ class RunOptions:
     resume: bool = False  # continue from the newest complete checkpoint in output_dir/checkpoints
     force: bool = False  # resume from a checkpoint made by a different recipe
     num_processes: int | None = None  # run under `accelerate launch` with this many processes
-    accelerate_config: str | None = None  # packaged config name or path (tunekit.launch)
+    accelerate_config: str | None = None  # packaged config name or path (tunekit.train.launch)
     # The tunekit command line the launched processes run: the same, without the launch flags.
     launch_args: tuple[str, ...] = ()
 
@@ -65,7 +65,7 @@ def check_run_dir(recipe: Recipe, overwrite: bool, resume: bool = False) -> Path
 def prepare_run_dir(recipe: Recipe, overwrite: bool, resume: bool = False) -> Path:
     """Create `output_dir` (emptied first with `overwrite`, kept with `resume`) and write recipe.yaml.
 
-    Main process only; the others wait (tunekit.launch.wait_for_everyone).
+    Main process only; the others wait (tunekit.train.launch.wait_for_everyone).
     """
     out = check_run_dir(recipe, overwrite, resume)
     if out.exists() and not resume:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from tunekit.errors import UserError
-from tunekit.generation import Decoding, Messages, Prompt, generate, render_prompt
+from tunekit.use.generate import Decoding, Messages, Prompt, generate, render_prompt
 
 HELP = """commands:
   /reset            forget the conversation (the system prompt stays)

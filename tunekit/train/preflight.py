@@ -19,9 +19,9 @@ from tunekit.data import Data, load_data
 from tunekit.data.preview import Preview, Rendered
 from tunekit.data.sources import resolve_source
 from tunekit.errors import DataError, UserError
-from tunekit.model_config import is_encoder_decoder
-from tunekit.packaged import is_package_ref, package_model_path
-from tunekit.tiny import is_tiny_ref, tiny_arch, tiny_path
+from tunekit.models.refs import is_encoder_decoder
+from tunekit.models.packaged import is_package_ref, package_model_path
+from tunekit.models.tiny import is_tiny_ref, tiny_arch, tiny_path
 
 MAX_ROWS_MEASURED = 20_000  # token statistics over at most this many rows (a seeded sample beyond)
 
@@ -131,7 +131,7 @@ def _check_reward_source(recipe: Recipe) -> None:
     section = getattr(recipe, recipe.method, None)
     function = getattr(section, "reward_function", None)
     if function:
-        from tunekit.rewards import load_function
+        from tunekit.rl.rewards import load_function
 
         load_function(function)  # raises UserError naming the module or the function
 

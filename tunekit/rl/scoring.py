@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from tunekit.errors import UserError
-from tunekit.models import adapter_base, resolve_model_path
+from tunekit.models.loading import adapter_base, resolve_model_path
 
 
 def load_classifier(name: str) -> tuple[Any, Any]:

@@ -1,7 +1,7 @@
 """Decode text: greedy, sampling (temperature, top-k, top-p), beam search, stop strings, seeds.
 
     $ tunekit generate tiny:llama --prompt "Reverse the words: red green blue" --max-new-tokens 8
-    >>> from tunekit.inference import load, resolve_reference
+    >>> from tunekit.use.load import load, resolve_reference
     >>> loaded = load(resolve_reference("tiny:llama"))                              # doctest: +SKIP
     >>> prompt = render_prompt(loaded.tokenizer, "Reverse the words: red green blue")  # doctest: +SKIP
     >>> generate(loaded, [prompt], Decoding(max_new_tokens=8))[0].text              # doctest: +SKIP

@@ -1,7 +1,7 @@
 """Reward sources for `tunekit ppo` and `tunekit grpo`: a reward model, a classifier label, or a function.
 
     >>> from tunekit.config.schema import PPOSection
-    >>> reward = reward_source(PPOSection(reward_function="tunekit.rewards:s_words"))
+    >>> reward = reward_source(PPOSection(reward_function="tunekit.rl.rewards:s_words"))
     >>> reward(["Say something"], [" sun sea tree"])
     [0.6667]
 
@@ -28,7 +28,7 @@ def load_function(spec: str) -> Callable[..., Any]:
     """Import `module:function`; a UserError names what is missing."""
     module_name, sep, name = spec.partition(":")
     if not sep or not module_name or not name:
-        raise UserError(f"reward_function {spec!r}: expected module:function, e.g. tunekit.rewards:s_words")
+        raise UserError(f"reward_function {spec!r}: expected module:function, e.g. tunekit.rl.rewards:s_words")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
@@ -44,7 +44,7 @@ def reward_source(section: RewardSourceSection, device: str = "cpu") -> Reward:
         return _checked(load_function(section.reward_function), section.reward_function)
     assert section.reward_model is not None  # the schema asks for exactly one source
     if section.reward_label is None:
-        from tunekit.reward_model import load_reward_model, score
+        from tunekit.rl.scoring import load_reward_model, score
 
         model, tokenizer = load_reward_model(section.reward_model)
         model.to(device)
@@ -70,7 +70,7 @@ def _checked(function: Callable[..., Any], spec: str) -> Reward:
 
 def _classifier(section: RewardSourceSection, device: str) -> Reward:
     """The logit of one label of a sequence classifier (e.g. a toxicity model's non-toxic class)."""
-    from tunekit.reward_model import load_classifier, score_texts, sequence_text
+    from tunekit.rl.scoring import load_classifier, score_texts, sequence_text
 
     name = section.reward_model or ""
     model, tokenizer = load_classifier(name)

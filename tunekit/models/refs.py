@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tunekit.packaged import is_package_ref, package_model_path
-from tunekit.tiny import is_tiny_ref, tiny_arch, tiny_config
+from tunekit.models.packaged import is_package_ref, package_model_path
+from tunekit.models.tiny import is_tiny_ref, tiny_arch, tiny_config
 
 # Encoder-decoder families, for configs that leave `is_encoder_decoder` at their class default
 # (transformers' config classes set it; a config.json written by hand may omit it).

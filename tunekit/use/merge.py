@@ -30,8 +30,8 @@ import torch
 
 from tunekit.config.schema import ModelSection
 from tunekit.errors import UserError
-from tunekit.inference import Reference, attach_adapter, load_model, load_tokenizer_for, resolve_reference
-from tunekit.models import from_pretrained_or_explain
+from tunekit.use.load import Reference, attach_adapter, load_model, load_tokenizer_for, resolve_reference
+from tunekit.models.loading import from_pretrained_or_explain
 
 PROBES = (
     "Reverse the words: apple river stone",

@@ -25,8 +25,8 @@ from transformers import (
 
 from tunekit.config.schema import AdapterSection, ModelSection
 from tunekit.errors import UserError
-from tunekit.packaged import is_package_ref, package_model_path
-from tunekit.tiny import ensure_tiny, is_tiny_ref
+from tunekit.models.packaged import is_package_ref, package_model_path
+from tunekit.models.tiny import ensure_tiny, is_tiny_ref
 
 HEADS = {
     "causal-lm": AutoModelForCausalLM,
@@ -182,7 +182,7 @@ def check_head(section: ModelSection, path: str, head: str, command: str | None 
     sequence-classification class for its family; other heads need a decoder- or encoder-only model."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-    from tunekit.model_config import is_encoder_decoder, read_config
+    from tunekit.models.refs import is_encoder_decoder, read_config
 
     if head == "seq2seq-lm" or not is_encoder_decoder(path, section.revision, download=True):
         return

@@ -34,7 +34,7 @@ from transformers import TrainerCallback
 
 from tunekit.config import Recipe
 from tunekit.errors import UserError
-from tunekit.run import write_atomically
+from tunekit.train.rundir import write_atomically
 
 MANIFEST = "tunekit-checkpoint.json"
 STAGING = ".partial"
@@ -310,7 +310,7 @@ class CheckpointWriter(TrainerCallback):
         self.saved: Path | None = None
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        from tunekit.launch import wait_for_everyone
+        from tunekit.train.launch import wait_for_everyone
 
         wait_for_everyone()  # every rank has written its RNG state / shards
         staged = self.root / STAGING / f"checkpoint-{state.global_step}"

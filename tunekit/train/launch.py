@@ -224,7 +224,7 @@ def run_launcher(command: list[str], env: dict[str, str]) -> int:
     """Start the launcher and wait; SIGINT / SIGTERM sent to this process are passed on to it.
 
     The launcher (torch elastic) passes them on to every rank, which save a checkpoint and stop (see
-    tunekit.checkpoints.StopOnSignal). After a forwarded signal a failed launch exits 128 + the signal
+    tunekit.train.checkpoints.StopOnSignal). After a forwarded signal a failed launch exits 128 + the signal
     (130, 143), unless rank 0 recorded a code of its own.
     """
     # Its own session: a Ctrl-C in the terminal then reaches the launcher once (forwarded), not twice.

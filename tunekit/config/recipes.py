@@ -24,10 +24,10 @@ class RecipeFile:
 
 
 def recipes_root() -> Path:
-    packaged = Path(__file__).parent / "_recipes"
+    packaged = Path(__file__).parents[1] / "_recipes"  # tunekit/_recipes in a wheel
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "recipes"
+    return Path(__file__).resolve().parents[2] / "recipes"
 
 
 def list_recipes() -> list[RecipeFile]:

@@ -1,0 +1,1 @@
+"""What a model reference names (refs), loading it (loading), tiny random models, models in packages."""

@@ -1,0 +1,1 @@
+"""Use a trained model: load, generate, chat, evaluate, merge."""
