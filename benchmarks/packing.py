@@ -22,7 +22,7 @@ from pathlib import Path
 from sft_throughput import build_model
 
 from tunekit.config import validate
-from tunekit.methods import sft
+from tunekit.train.pipeline import run_recipe
 from tunekit.quiet import quiet_libraries
 from tunekit.train.rundir import RunOptions
 
@@ -48,7 +48,7 @@ def run(model: Path, data: Path, packing: bool, batch: int, steps: int, out: Pat
         "training": {"learning_rate": 1e-3, "max_steps": steps, "batch_size": batch, "logging_steps": 20, "seed": 0},
         "output_dir": str(out),
     }
-    summary = sft.run(validate(recipe), RunOptions(overwrite=True), report=lambda _: None)
+    summary = run_recipe(validate(recipe), RunOptions(overwrite=True), echo=lambda _: None)
     return summary["train_tokens"] / summary["runtime_seconds"]
 
 

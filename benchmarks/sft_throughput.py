@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from tunekit.config import validate
-from tunekit.methods import sft
+from tunekit.train.pipeline import run_recipe
 from tunekit.quiet import quiet_libraries
 from tunekit.train.rundir import RunOptions
 from tunekit.models.tiny import build_tiny_model, tiny_config
@@ -48,7 +48,7 @@ def recipe(model: Path, steps: int, out: Path) -> dict:
 
 
 def run_tunekit(model: Path, steps: int, out: Path) -> float:
-    summary = sft.run(validate(recipe(model, steps, out)), RunOptions(overwrite=True), report=lambda _: None)
+    summary = run_recipe(validate(recipe(model, steps, out)), RunOptions(overwrite=True), echo=lambda _: None)
     return summary["train_tokens"] / summary["runtime_seconds"]
 
 

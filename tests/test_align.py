@@ -72,7 +72,7 @@ def test_bad_preference_data_exits_2_naming_it(cli, tmp_path: Path, rows: list, 
 def test_method_section_must_match_the_command(cli, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "p.jsonl", PAIRS)
     wrong = cli("dpo", str(recipe(tmp_path, "dpo", path, kto={"beta": 0.2})))
-    assert wrong.code == 2 and "kto: this section is for `method: kto`" in wrong.err
+    assert wrong.code == 2 and "kto (line 16): this section is for `method: kto`" in wrong.err
     other = cli("kto", str(recipe(tmp_path, "dpo", path)))
     assert other.code == 2 and "a recipe for `tunekit dpo`, not `tunekit kto`" in other.err
 

@@ -81,12 +81,12 @@ def test_usage_error_exits_2(cli) -> None:
 
 
 def test_unexpected_failure_exits_1_without_traceback(cli, monkeypatch, tmp_path: Path) -> None:
-    import tunekit.train.preflight
+    import tunekit.train.validate
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(tunekit.train.preflight, "check_recipe", broken)
+    monkeypatch.setattr(tunekit.train.validate, "check_recipe", broken)
     result = cli("validate", str(ROOT / "recipes" / "quickstart.yaml"))
     assert result.code == 1
     assert "unexpected error: RuntimeError: boom" in result.err

@@ -71,14 +71,11 @@ def test_relaunch_hands_the_command_to_the_injected_launcher(monkeypatch: pytest
         assert env[launch.EXIT_FILE_ENV] and env[launch.SHUTDOWN_TIMEOUT_ENV] == "600"
         return 7
 
-    with pytest.raises(launch.Launched) as launched:
-        launch.relaunch(("sft", "r.yaml", "--overwrite"), 2, None, launcher=fake)
-    assert launched.value.code == 7
+    assert launch.relaunch(("sft", "r.yaml", "--overwrite"), 2, None, launcher=fake) == 7
     assert seen[0][seen[0].index("--config_file") + 1] == str(launch.CONFIG_DIR / "ddp.yaml")
     assert seen[0][seen[0].index("--num_processes") + 1] == "2"
     assert seen[0][-5:] == ["-m", "tunekit", "sft", "r.yaml", "--overwrite"]
-    with pytest.raises(launch.Launched):
-        launch.relaunch(("sft", "r.yaml"), None, str(own), launcher=fake)
+    assert launch.relaunch(("sft", "r.yaml"), None, str(own), launcher=fake) == 7
     assert seen[1][seen[1].index("--config_file") + 1] == str(own.resolve())
     assert "--num_processes" not in seen[1]  # the file says 3
 
@@ -220,7 +217,7 @@ def test_tensorboard_writer_only_on_rank_0(monkeypatch: pytest.MonkeyPatch, tmp_
     from transformers.integrations import TensorBoardCallback
 
     from tunekit.config import load_recipe
-    from tunekit.train.builders import callbacks
+    from tunekit.train.callbacks import callbacks
 
     recipe = load_recipe(small_recipe(tmp_path), ["training.report_to=tensorboard"])
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -238,7 +235,7 @@ def test_training_without_the_ddp_wrapper_fails_at_its_start() -> None:
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
-    from tunekit.train.builders import RequireDDP
+    from tunekit.train.callbacks import RequireDDP
 
     model = torch.nn.Linear(2, 2)
     unwrapped = RequireDDP(SimpleNamespace(model_wrapped=model))
@@ -252,11 +249,11 @@ def test_training_without_the_ddp_wrapper_fails_at_its_start() -> None:
 
 
 def test_different_replicas_fail_the_run_after_summary(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from tunekit.methods import common
+    from tunekit.train import fit
 
-    scale = common._scale_figures
+    scale = fit._scale_figures
     monkeypatch.setattr(
-        common, "_scale_figures", lambda trainer, setup: {**scale(trainer, setup), "replica_checksums": [1.0, 2.0],
+        fit, "_scale_figures", lambda trainer, setup: {**scale(trainer, setup), "replica_checksums": [1.0, 2.0],
                                                           "replicas_identical": False},
     )
     result = cli("sft", str(small_recipe(tmp_path, max_steps=2)))

@@ -27,20 +27,20 @@ def variable_rows(n: int, seed: int = 0) -> list[dict]:
 
 
 def sft_trainer(tmp_path: Path, arch: str, rows: list[dict], packing: bool, train_on: str = "completion"):
-    from tunekit.config import Recipe
-    from tunekit.train.pipeline import prepare
+    from tunekit.config.schema import parse_recipe
     from tunekit.methods.sft import build_trainer
+    from tunekit.train.pipeline import load, preflight
     from tunekit.train.rundir import RunOptions
 
     data = write_jsonl(tmp_path / f"rows-{packing}.jsonl", rows)
-    recipe = Recipe.model_validate({
+    recipe = parse_recipe({
         "method": "sft",
         "model": {"name_or_path": f"tiny:{arch}"},
         "data": {"train": str(data), "eval_fraction": 0, "max_length": 128, "packing": packing, "train_on": train_on},
         "training": {"learning_rate": 1e-3, "max_steps": 1},
         "output_dir": str(tmp_path / f"run-{arch}-{packing}"),
     })
-    return build_trainer(prepare(recipe, RunOptions(overwrite=True)))
+    return build_trainer(load(preflight(recipe, RunOptions(overwrite=True))))
 
 
 def summed_loss(model, batch: dict) -> tuple[float, int]:

@@ -11,9 +11,10 @@ def test_lora_gradients_are_the_same_after_an_evaluation() -> None:
 
     from tunekit.config.schema import AdapterSection, ModelSection
     from tunekit.models.loading import load_model
+    from tunekit.models.refs import resolve
 
     section = ModelSection(name_or_path="tiny:llama", quantization="4bit", compute_dtype="fp32", dtype="fp32")
-    model, _ = load_model(section, AdapterSection(type="qlora"))
+    model = load_model(resolve(section.name_or_path, build=True), section, AdapterSection(type="qlora"))
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"))
     for name, param in model.named_parameters():

@@ -128,7 +128,8 @@ def test_prefix_tuned_generation_never_prints_the_base_models_text(arch: str) ->
 
     from tunekit.errors import UserError
     from tunekit.use.generate import Decoding, Prompt, cache_keeps_prefix, generate
-    from tunekit.use.load import Loaded, Reference
+    from tunekit.models.refs import resolve
+    from tunekit.use.load import Loaded
     from tunekit.models.tiny import ensure_tiny
 
     path = ensure_tiny(f"tiny:{arch}")
@@ -151,7 +152,7 @@ def test_prefix_tuned_generation_never_prints_the_base_models_text(arch: str) ->
     new = cached[0, 1] if seq2seq else cached[0, ids.shape[1]]
     keeps = cache_keeps_prefix(model, seq2seq)
     assert keeps == (int(new) == int(first.argmax()))  # the probe tells what generate() does
-    loaded = Loaded(model, tokenizer, Reference("probe", str(path)), is_seq2seq=seq2seq)
+    loaded = Loaded(model, tokenizer, resolve(f"tiny:{arch}"), is_seq2seq=seq2seq)
     if keeps:
         generate(loaded, [Prompt("Reverse the words: red green blue", True)], Decoding(max_new_tokens=4))
     else:
@@ -166,7 +167,7 @@ def test_prefix_tuning_refused_for_a_model_that_does_not_generate(base: Path) ->
     from tunekit.config.schema import AdapterSection
     from tunekit.errors import UserError
     from tunekit.models.tiny import ensure_tiny
-    from tunekit.train.builders import check_adapter
+    from tunekit.train.preflight import check_adapter
 
     bert = AutoModelForMaskedLM.from_pretrained(ensure_tiny("tiny:bert"))
     with pytest.raises(UserError, match="attention cache"):

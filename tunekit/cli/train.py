@@ -6,14 +6,15 @@
     $ tunekit sft recipes/tiny/sft-full.yaml --resume                # from the newest complete checkpoint
     $ tunekit accelerate-config multi-node > multi-node.yaml         # a packaged config, to edit
 
-Each command loads and validates the recipe, checks it is meant for this command, and runs
-`tunekit.methods.<name>.run` with the run flags in one `RunOptions`. In processes started by a
-launcher only rank 0 prints.
+Each command loads and validates the recipe, checks it is meant for this command, then runs the stages
+of tunekit.train.pipeline in order: preflight (every check; nothing written) -> launch (with
+--num-processes / --accelerate-config, the same command again under `accelerate launch`, and this
+process waits) -> load -> train (tunekit.methods.<name>) -> report. In launched processes only rank 0
+prints.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,8 +64,8 @@ def _command(method: str) -> Callable[..., None]:
         num_processes: int | None = NUM_PROCESSES,
         accelerate_config: str | None = ACCELERATE_CONFIG,
     ) -> None:
-        from tunekit.train import launch
         from tunekit.config import load_recipe
+        from tunekit.train import launch
 
         loaded = load_recipe(recipe, overrides)
         if loaded.method != method:
@@ -73,27 +74,25 @@ def _command(method: str) -> Callable[..., None]:
             raise UserError("--force only applies with --resume")
         if accelerate_config is not None:
             launch.resolve_config(accelerate_config)  # an unknown name fails here, before any slow work
+        from tunekit.train import pipeline
         from tunekit.train.checkpoints import Stopped
         from tunekit.train.rundir import RunOptions
 
         flags = [flag for flag, on in (("--overwrite", overwrite), ("--resume", resume), ("--force", force)) if on]
-        options = RunOptions(
-            overwrite=overwrite,
-            resume=resume,
-            force=force,
-            num_processes=num_processes,
-            accelerate_config=accelerate_config,
-            launch_args=(method, str(recipe), *(overrides or []), *flags),
-        )
+        options = RunOptions(overwrite, resume, force, num_processes, accelerate_config)
         echo = launch.on_main(typer.echo)
-        module = importlib.import_module(f"tunekit.methods.{method}")
+
+        plan = pipeline.preflight(loaded, options)  # every check on the input; nothing written yet
+        if launch.launch_requested(num_processes, accelerate_config):  # the same command in N processes
+            launched = (method, str(recipe), *(overrides or []), *flags)  # without the launch flags
+            raise typer.Exit(launch.relaunch(launched, num_processes, accelerate_config))
+        run = pipeline.load(plan)  # seed, model, run folder
         try:
-            module.run(loaded, options, report=echo)
-        except launch.Launched as launched:
-            raise typer.Exit(launched.code) from None
-        except Stopped as stopped:
+            trained = pipeline.train(run, echo)
+        except Stopped as stopped:  # SIGINT / SIGTERM: a checkpoint was saved, the run can --resume
             echo(str(stopped), err=True)
             raise typer.Exit(stopped.code) from None
+        pipeline.report(run, trained, echo)
 
     return train
 

@@ -11,18 +11,22 @@ is put on its recorded base); `--adapter DIR` puts an adapter on the MODEL given
 
 from __future__ import annotations
 
+import functools
 import gc
+import inspect
 import json
-import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from tunekit.errors import UserError
+
+if TYPE_CHECKING:
+    from tunekit.use.generate import Decoding
 
 
 class Dtype(str, Enum):
@@ -51,23 +55,33 @@ QUANT = typer.Option(
 )
 TRUST = typer.Option(False, "--trust-remote-code", help="Run modelling code shipped with the model.")
 SYSTEM = typer.Option(None, "--system", help="System prompt (with the chat template).")
-MAX_NEW = typer.Option(256, "--max-new-tokens", min=1, help="Most tokens to generate per completion.")
-DO_SAMPLE = typer.Option(False, "--do-sample", help="Sample instead of greedy decoding (the default).")
-TEMPERATURE = typer.Option(
-    None, "--temperature", min=0.0, help="Sampling temperature; implies --do-sample; 0 is greedy."
+# The decoding options of `generate` and `chat`, as (parameter, type, option); None: not given, so
+# Decoding.from_options keeps its default and knows no sampling knob was set.
+DECODING_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("max_new_tokens", int, typer.Option(
+        256, "--max-new-tokens", min=1, help="Most tokens to generate per completion."
+    )),
+    ("do_sample", bool, typer.Option(False, "--do-sample", help="Sample instead of greedy decoding (the default).")),
+    ("temperature", float | None, typer.Option(
+        None, "--temperature", min=0.0, help="Sampling temperature; implies --do-sample; 0 is greedy."
+    )),
+    ("top_k", int | None, typer.Option(
+        None, "--top-k", min=0, help="Sample from the k likeliest tokens (default 50; 0: off); implies --do-sample."
+    )),
+    ("top_p", float | None, typer.Option(
+        None, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (default 1.0: off); implies --do-sample."
+    )),
+    ("num_beams", int, typer.Option(
+        1, "--num-beams", min=1, help="Beam search with this many beams; returns the highest-scoring beam."
+    )),
+    ("repetition_penalty", float, typer.Option(
+        1.0, "--repetition-penalty", min=0.0, help="> 1 discourages repeated tokens (1: off)."
+    )),
+    ("stop", list[str] | None, typer.Option(
+        None, "--stop", help="Stop before this string (repeatable); it is not included."
+    )),
+    ("seed", int | None, typer.Option(None, "--seed", help="Seed for sampling: same seed, same text.")),
 )
-TOP_K = typer.Option(
-    None, "--top-k", min=0, help="Sample from the k likeliest tokens (default 50; 0: off); implies --do-sample."
-)
-TOP_P = typer.Option(
-    None, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (default 1.0: off); implies --do-sample."
-)
-BEAMS = typer.Option(
-    1, "--num-beams", min=1, help="Beam search with this many beams; returns the highest-scoring beam."
-)
-REPETITION = typer.Option(1.0, "--repetition-penalty", min=0.0, help="> 1 discourages repeated tokens (1: off).")
-STOP = typer.Option(None, "--stop", help="Stop before this string (repeatable); it is not included.")
-SEED = typer.Option(None, "--seed", help="Seed for sampling: same seed, same text.")
 
 
 EVAL_DATA = typer.Option(
@@ -101,6 +115,28 @@ EVAL_JSON = typer.Option(
     help="Print JSON: loss, perplexity, exact_match, rougeL, bleu, num_examples (a list for several rows).",
 )
 BATCH_SIZE = typer.Option(8, "--batch-size", min=1, help="Examples decoded or scored together.")
+
+
+def with_decoding(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the decoding options in place of its `decoding` parameter, which gets one Decoding.
+
+    Typer reads a command's options from inspect.signature, which honours `__signature__`: so the
+    options are declared once, in DECODING_OPTIONS, and every command that takes them reads them alike.
+    """
+    signature = inspect.signature(command)
+    slot = signature.parameters["decoding"]  # where --help lists the options
+    shared = [inspect.Parameter(name, slot.kind, default=option, annotation=kind)
+              for name, kind, option in DECODING_OPTIONS]
+    params = [q for p in signature.parameters.values() for q in (shared if p is slot else [p])]
+
+    @functools.wraps(command)
+    def run(**given: Any) -> None:
+        options = {name: given.pop(name) for name, _, _ in DECODING_OPTIONS}
+        command(**given, decoding=_decoding(**options))
+
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}  # what typing.get_type_hints reads
+    return run
 
 
 def register(app: typer.Typer) -> None:
@@ -159,13 +195,14 @@ def _reference(model: str, adapter: Path | None = None) -> Any:
     return resolve_reference(model, adapter)
 
 
-def _decoding(**given: Any) -> Any:
+def _decoding(**given: Any) -> Decoding:
     from tunekit.use.generate import Decoding
 
     given["stop"] = list(given["stop"] or []) or None
     return Decoding.from_options(**given)
 
 
+@with_decoding
 def generate(
     model: str = MODEL,
     adapter: Path | None = ADAPTER,
@@ -175,15 +212,8 @@ def generate(
     ),
     system: str | None = SYSTEM,
     no_chat_template: bool = typer.Option(False, "--no-chat-template", help="Feed prompts as plain text."),
-    max_new_tokens: int = MAX_NEW,
-    do_sample: bool = DO_SAMPLE,
-    temperature: float | None = TEMPERATURE,
-    top_k: int | None = TOP_K,
-    top_p: float | None = TOP_P,
-    num_beams: int = BEAMS,
-    repetition_penalty: float = REPETITION,
-    stop: list[str] | None = STOP,
-    seed: int | None = SEED,
+    *,
+    decoding: Decoding,
     echo: bool = typer.Option(False, "--echo", help="Print the prompt (as the model read it) before each completion."),
     as_json: bool = typer.Option(
         False, "--json", help="One JSON object per prompt: prompt, completion, token counts, finish_reason."
@@ -199,18 +229,15 @@ def generate(
     """
     if bool(prompt) == bool(file):
         raise UserError("give --prompt TEXT or --file PROMPTS.jsonl (one of them)")
-    decoding = _decoding(
-        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-        num_beams=num_beams, repetition_penalty=repetition_penalty, stop=stop, seed=seed,
-    )
+    from tunekit.data.chat import render_prompt
     from tunekit.use.generate import generate as run_generate
-    from tunekit.use.generate import read_prompts, render_prompt
+    from tunekit.use.generate import read_prompts
 
     texts = list(prompt) if prompt else read_prompts(file or "")
     loaded = _loaded(_reference(model, adapter), dtype, quantization, trust_remote_code)
     for note in loaded.notes:
         typer.echo(f"note: {note}", err=True)  # stdout carries only completions
-    prompts = [render_prompt(loaded.tokenizer, p, not no_chat_template, system) for p in texts]
+    prompts = [render_prompt(loaded.tokenizer, p, chat_template=not no_chat_template, system=system) for p in texts]
     done = run_generate(loaded, prompts, decoding, batch_size=batch_size)
     for i, completion in enumerate(done):
         if as_json:
@@ -224,19 +251,13 @@ def generate(
         typer.echo(completion.prompt + completion.text if echo else completion.text)
 
 
+@with_decoding
 def chat(
     model: str = MODEL,
     adapter: Path | None = ADAPTER,
     system: str | None = SYSTEM,
-    max_new_tokens: int = MAX_NEW,
-    do_sample: bool = DO_SAMPLE,
-    temperature: float | None = TEMPERATURE,
-    top_k: int | None = TOP_K,
-    top_p: float | None = TOP_P,
-    num_beams: int = BEAMS,
-    repetition_penalty: float = REPETITION,
-    stop: list[str] | None = STOP,
-    seed: int | None = SEED,
+    *,
+    decoding: Decoding,
     dtype: Dtype = DTYPE,
     quantization: Quantization = QUANT,
     trust_remote_code: bool = TRUST,
@@ -247,10 +268,6 @@ def chat(
     max-new-tokens, num-beams, repetition-penalty, stop, seed, do-sample), /settings, /help, /exit.
     Reads lines from standard input, so a script can drive it.
     """
-    decoding = _decoding(
-        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-        num_beams=num_beams, repetition_penalty=repetition_penalty, stop=stop, seed=seed,
-    )
     from tunekit.use.chat import ChatSession, run_chat
 
     loaded = _loaded(_reference(model, adapter), dtype, quantization, trust_remote_code)
@@ -296,8 +313,10 @@ def evaluate(
     Loss covers exactly the tokens training puts loss on (completions, assistant turns, or all text),
     rendered as training renders them; generation is greedy.
     """
+    from tunekit.train.rundir import finite
     from tunekit.use.evaluate import evaluate as run_eval
     from tunekit.use.evaluate import load_eval_data, write_predictions
+    from tunekit.use.load import shown_name
 
     counts = sorted(set(shots or [0]))
     eval_data = load_eval_data(data, fmt, max(counts), shots_from)
@@ -305,7 +324,7 @@ def evaluate(
     refs = [_reference(model, adapter)] + [_reference(name) for name in compare or []]
     rows, records = [], []
     for ref in refs:
-        name = ref.name if ref.adapter is None or ref.name == str(ref.adapter) else f"{ref.name} + {ref.adapter}"
+        name = shown_name(ref)
         loaded = _loaded(ref, dtype, quantization, trust_remote_code)
         for note in loaded.notes:
             typer.echo(f"note: {note}", err=as_json)
@@ -318,16 +337,11 @@ def evaluate(
     if predictions is not None:
         write_predictions(predictions, records)
     if as_json:
-        typer.echo(json.dumps(_finite(rows[0]) if len(rows) == 1 else [_finite(r) for r in rows], indent=2))
+        typer.echo(json.dumps(finite(rows[0]) if len(rows) == 1 else [finite(r) for r in rows], indent=2))
         return
     typer.echo(f"data: {data} ({eval_data.format}), {len(eval_data.rows)} examples scored"
                + (f"; demonstrations from {eval_data.demo_source}" if max(counts) else ""))
     typer.echo(_table(rows))
-
-
-def _finite(row: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN or infinity: write them as null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tunekit.config.schema import Recipe
+from tunekit.config.schema import METHOD_SECTIONS, METHODS, NOT_FOR, RECIPES, Recipe, RecipeBase, parse_recipe
 from tunekit.errors import RecipeError
 
 
@@ -78,7 +78,7 @@ def apply_override(raw: dict[str, Any], override: str) -> tuple[str, ...]:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
-    _check_override_path(parts, override)
+    _check_override_path(parts, override, raw.get("method"))
     target = raw
     for part in parts[:-1]:
         child = target.setdefault(part, {})
@@ -89,16 +89,25 @@ def apply_override(raw: dict[str, Any], override: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def _check_override_path(parts: list[str], override: str) -> None:
-    model: type[BaseModel] | None = Recipe
+def _check_override_path(parts: list[str], override: str, method: object) -> None:
+    model: type[BaseModel] | None = _recipe_class(method)
     for depth, part in enumerate(parts):
         if model is None:
             path = ".".join(parts[:depth])
             raise RecipeError(f"override {override!r}: {path} is a value, not a section")
         if part not in model.model_fields:
+            loc = tuple(parts[: depth + 1])
+            instead = NOT_FOR.get(loc[-2:], {}).get(str(method)) if len(loc) >= 2 else None
+            if instead:
+                raise RecipeError(f"override {override!r}: {'.'.join(loc)}: not a setting of `tunekit {method}` ({instead})")
             hint = _did_you_mean(part, list(model.model_fields))
-            raise RecipeError(f"override {override!r}: unknown key {'.'.join(parts[: depth + 1])}{hint}")
+            raise RecipeError(f"override {override!r}: unknown key {'.'.join(loc)}{hint}")
         model = _section_model(model.model_fields[part].annotation)
+
+
+def _recipe_class(method: object) -> type[BaseModel]:
+    """The recipe model of `method`; the shared sections when the method is not (yet) a valid one."""
+    return RECIPES.get(method, RecipeBase) if isinstance(method, str) else RecipeBase
 
 
 def _section_model(annotation: Any) -> type[BaseModel] | None:
@@ -111,27 +120,32 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
 
 def validate(raw: dict[str, Any], source: str = "recipe", lines: Lines | None = None) -> Recipe:
     try:
-        return Recipe.model_validate(raw)
+        return parse_recipe(raw)
     except ValidationError as err:
-        problems = [_describe(e, lines or {}) for e in err.errors()]
+        method = raw.get("method")
+        problems = [_describe(e, lines or {}, method) for e in err.errors()]
         if len(problems) == 1:
             raise RecipeError(f"{source}: {problems[0]}") from None
         listed = "\n".join(f"  - {p}" for p in problems)
         raise RecipeError(f"{source}: {len(problems)} problems\n{listed}") from None
 
 
-def _describe(error: dict[str, Any], lines: Lines) -> str:
-    loc = tuple(str(part) for part in error["loc"])
+def _describe(error: dict[str, Any], lines: Lines, method: object) -> str:
+    kind = error["type"]
+    if kind == "union_tag_not_found":
+        return f"missing required key method (one of: {', '.join(METHODS)})"
+    if kind == "union_tag_invalid":
+        return f"method: {method!r} is not one of: {', '.join(METHODS)}{_did_you_mean(str(method), list(METHODS))}"
+    loc = tuple(str(part) for part in error["loc"])[1:]  # the first part is the union's tag, the method
     path = ".".join(loc) or "recipe"
     line = _nearest_line(loc, lines)
     at = "" if line is None else (" (from an override)" if line == "override" else f" (line {line})")
-    kind = error["type"]
     if kind == "extra_forbidden":
-        return f"unknown key {path}{at}{_did_you_mean(loc[-1], _siblings(loc[:-1]))}"
+        return _unknown_key(loc, at, method)
     if kind == "missing":
-        return f"missing required key {path}"
+        return f"missing required key {path}{_needed_section(loc, method)}"
     if kind == "literal_error":
-        allowed = _allowed_values(loc)
+        allowed = _allowed_values(loc, method)
         given = error.get("input")
         hint = _did_you_mean(str(given), allowed) if allowed else ""
         return f"{path}{at}: {given!r} is not one of: {', '.join(allowed)}{hint}"
@@ -141,6 +155,22 @@ def _describe(error: dict[str, Any], lines: Lines) -> str:
     return f"{path}{at}: {error['msg'].lower()}, got {error.get('input')!r}"
 
 
+def _unknown_key(loc: tuple[str, ...], at: str, method: object) -> str:
+    path = ".".join(loc)
+    if len(loc) == 1 and loc[0] in METHOD_SECTIONS:
+        return f"{path}{at}: this section is for `method: {loc[0]}`, but the recipe's method is {method}"
+    instead = NOT_FOR.get(loc[-2:], {}).get(str(method)) if len(loc) >= 2 else None
+    if instead:
+        return f"{path}{at}: not a setting of `tunekit {method}` ({instead})"
+    return f"unknown key {path}{at}{_did_you_mean(loc[-1], _siblings(loc[:-1], method))}"
+
+
+def _needed_section(loc: tuple[str, ...], method: object) -> str:
+    if len(loc) == 1 and loc[0] in METHOD_SECTIONS and loc[0] == method:
+        return f": `tunekit {method}` needs a {method} section (set exactly one of reward_model and reward_function)"
+    return ""
+
+
 def _nearest_line(loc: tuple[str, ...], lines: Lines) -> int | str | None:
     for end in range(len(loc), 0, -1):
         if loc[:end] in lines:
@@ -148,8 +178,8 @@ def _nearest_line(loc: tuple[str, ...], lines: Lines) -> int | str | None:
     return None
 
 
-def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = Recipe
+def _model_at(loc: tuple[str, ...], method: object) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = _recipe_class(method)
     for part in loc:
         if model is None or part not in model.model_fields:
             return None
@@ -157,14 +187,14 @@ def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _siblings(loc: tuple[str, ...]) -> list[str]:
-    model = _model_at(loc)
+def _siblings(loc: tuple[str, ...], method: object) -> list[str]:
+    model = _model_at(loc, method)
     return list(model.model_fields) if model else []
 
 
-def _allowed_values(loc: tuple[str, ...]) -> list[str]:
+def _allowed_values(loc: tuple[str, ...], method: object) -> list[str]:
     loc = tuple(part for part in loc if not part.isdigit())  # list items: dpo.loss_type.0 -> dpo.loss_type
-    parent = _model_at(loc[:-1])
+    parent = _model_at(loc[:-1], method)
     if parent is None or loc[-1] not in parent.model_fields:
         return []
     return _literals(parent.model_fields[loc[-1]].annotation)

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from tunekit.config.schema import SECTIONS, Recipe
+from tunekit.config.schema import RECIPES, SECTIONS, RecipeBase
 
 BEGIN, END = "<!-- recipe-reference:begin -->", "<!-- recipe-reference:end -->"
 
@@ -35,20 +35,38 @@ def _default(field: Any) -> str:
     return f"`{str(field.default).lower()}`" if isinstance(field.default, bool) else f"`{field.default}`"
 
 
-def _rows(prefix: str, model: type[BaseModel]) -> list[str]:
+def _rows(prefix: str, model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
-        if name in SECTIONS and prefix == "":
+        if name in skip or (prefix == "" and name in SECTIONS):
             continue
         rows.append(f"| `{prefix}{name}` | {_type(field.annotation)} | {_default(field)} | {field.description} |")
     return rows
 
 
+def _data_rows() -> list[str]:
+    """`data`'s keys: the shared ones, then each method's own, with the methods that take it."""
+    shared = SECTIONS["data"]
+    rows = _rows("data.", shared)
+    seen: dict[tuple[str, str], list[str]] = {}
+    for method, recipe in RECIPES.items():
+        data = recipe.model_fields["data"].annotation
+        for name, field in data.model_fields.items():  # type: ignore[union-attr]
+            if name not in shared.model_fields:
+                seen.setdefault((name, str(field.description)), []).append(method)
+    for (name, description), methods in seen.items():
+        field = next(recipe.model_fields["data"].annotation.model_fields[name]  # type: ignore[union-attr]
+                     for method, recipe in RECIPES.items() if method in methods)
+        rows.append(f"| `data.{name}` ({', '.join(methods)}) | {_type(field.annotation)} | {_default(field)} | "
+                    f"{description} |")
+    return rows
+
+
 def reference() -> str:
     lines = [BEGIN, "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-    lines += _rows("", Recipe)
+    lines += _rows("", RecipeBase)
     for section, model in SECTIONS.items():
-        lines += _rows(f"{section}.", model)
+        lines += _data_rows() if section == "data" else _rows(f"{section}.", model)
     lines.append(END)
     return "\n".join(lines)
 

@@ -1,10 +1,13 @@
 """The recipe schema: one typed model, defaults in one place, unknown keys rejected.
 
-    >>> from tunekit.config.schema import Recipe
-    >>> Recipe.model_validate({"method": "sft", "model": {"name_or_path": "tiny:llama"},
-    ...     "data": {"train": "builtin:reversal"}, "training": {"learning_rate": 3e-3},
-    ...     "output_dir": "runs/x"}).adapter.type
-    'none'
+    >>> recipe = parse_recipe({"method": "dpo", "model": {"name_or_path": "tiny:llama"},
+    ...     "data": {"train": "builtin:reversal-preference"}, "training": {"learning_rate": 3e-3},
+    ...     "output_dir": "runs/x"})
+    >>> type(recipe).__name__, recipe.dpo.beta, recipe.adapter.type
+    ('DPORecipe', 0.1, 'none')
+
+A recipe is one of the per-method models (SFTRecipe, DPORecipe, ...), chosen by `method`, so each
+method's section is typed and present (defaults filled in), and a key the method ignores is refused.
 
 Every field carries its description here, and only here: the README's recipe reference is checked
 against these models by a test.
@@ -12,9 +15,9 @@ against these models by a test.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
 
@@ -43,9 +46,8 @@ class ModelSection(Section):
     )
 
 
-SOFT_PROMPTS = ("prompt_tuning", "prefix_tuning", "p_tuning")
-# Commands whose trainers handle virtual tokens (the RL and preference trainers index real positions).
-SOFT_PROMPT_METHODS = ("sft",)
+SOFT_PROMPTS = ("prompt_tuning", "prefix_tuning", "p_tuning")  # only `tunekit sft` trains them: the RL and
+# preference trainers index real token positions
 
 
 class AdapterSection(Section):
@@ -102,6 +104,8 @@ DataFormat = Literal[
 
 
 class DataSection(Section):
+    """The data keys every method takes; a method adds the ones it uses (SFTData, TruncatedData, RewardData)."""
+
     train: str = Field(
         description="A .jsonl/.json/.csv/.parquet file, a `save_to_disk` folder, a Hub dataset id, "
         "or `builtin:NAME` (data shipped with tunekit)."
@@ -111,17 +115,38 @@ class DataSection(Section):
         0.1, ge=0, lt=1, description="Without `eval`, hold out this seeded fraction of train (0: no eval)."
     )
     format: DataFormat = Field("auto", description="Row format; auto detects it from the first row's fields.")
+    split: str = Field("train", description="Split to read from a Hub dataset or a DatasetDict folder.")
+    eval_split: str | None = Field(None, description="Split of `train` to evaluate on, for Hub datasets.")
+
+
+class TruncatedData(DataSection):
+    max_length: int = Field(
+        1024, ge=8,
+        description="dpo, orpo, simpo, kto: tokens of prompt + completion, longer ones cut (dpo: at the end "
+        "`dpo.truncation` says; the others keep the start); classify: tokens of the text, longer ones cut.",
+    )
+
+
+class SFTData(TruncatedData):
+    max_length: int = Field(
+        1024, ge=8, description="Tokens per example; the start is kept, and an example whose completion lies past "
+        "the cut carries no loss (a note counts them; all of them is an error). Encoder-decoders cut the prompt "
+        "and the target each at this."
+    )
     train_on: Literal["completion", "all"] = Field(
         "completion", description="completion: loss on completions / assistant turns only; all: every token."
     )
-    max_length: int = Field(1024, ge=8, description="Tokens per example; longer ones are truncated.")
     packing: bool = Field(
         False,
-        description="SFT of decoder-only models: pack examples into rows of `max_length` tokens, padding-free; "
+        description="Decoder-only models: pack examples into rows of `max_length` tokens, padding-free; "
         "positions restart per example, so no attention or loss crosses example boundaries.",
     )
-    split: str = Field("train", description="Split to read from a Hub dataset or a DatasetDict folder.")
-    eval_split: str | None = Field(None, description="Split of `train` to evaluate on, for Hub datasets.")
+
+
+class RewardData(DataSection):
+    max_length: int = Field(
+        1024, ge=8, description="Tokens per chosen or rejected sequence; a pair with a longer one is dropped (trl)."
+    )
 
 
 class TrainingSection(Section):
@@ -235,6 +260,9 @@ class RewardSourceSection(Section):
 
 
 class PPOSection(RewardSourceSection):
+    max_prompt_length: int = Field(
+        1024, ge=8, description="Tokens of a prompt the policy reads; longer prompts keep their end (the question)."
+    )
     missing_eos_penalty: float | None = Field(
         None, ge=0, description="Subtracted from the reward of responses that end without EOS; null: off."
     )
@@ -291,75 +319,47 @@ class PretrainSection(Section):
         description="clm: next-token prediction (decoder-only models); mlm: masked-token prediction "
         "(encoder-only models, BERT family); auto picks from the model's family.",
     )
-    block_size: int | None = Field(
-        None, ge=8, description="Tokens per training block (documents are concatenated, then cut); null: data.max_length."
-    )
+    block_size: int = Field(1024, ge=8, description="Tokens per training block (documents are concatenated, then cut).")
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked for prediction.")
 
 
-METHOD_SECTIONS: dict[str, type[Section]] = {
-    "dpo": DPOSection,
-    "reward": RewardSection,
-    "orpo": ORPOSection,
-    "kto": KTOSection,
-    "simpo": SimPOSection,
-    "ppo": PPOSection,
-    "grpo": GRPOSection,
-    "classify": ClassifySection,
-    "pretrain": PretrainSection,
-}
-Method = Literal["sft", "dpo", "reward", "orpo", "kto", "simpo", "ppo", "grpo", "classify", "pretrain"]
+class RecipeBase(Section):
+    """The sections every recipe has; each method's recipe adds its own (a discriminated union on `method`)."""
 
-
-class Recipe(Section):
-    method: Method = Field(description="The command this recipe is for (`tunekit <method> RECIPE`).")
+    method: str = Field(
+        description="The command this recipe is for (`tunekit <method> RECIPE`): sft, dpo, reward, orpo, kto, "
+        "simpo, ppo, grpo, classify or pretrain; it decides which other keys the recipe takes."
+    )
     model: ModelSection
     adapter: AdapterSection = Field(default_factory=AdapterSection)
     data: DataSection
     training: TrainingSection
     output_dir: str = Field(description="Run folder: recipe.yaml, metrics.jsonl, summary.json, final/.")
-    dpo: DPOSection | None = Field(None, description="Settings of `tunekit dpo` (defaults apply when absent).")
-    reward: RewardSection | None = Field(None, description="Settings of `tunekit reward`.")
-    orpo: ORPOSection | None = Field(None, description="Settings of `tunekit orpo`.")
-    kto: KTOSection | None = Field(None, description="Settings of `tunekit kto`.")
-    simpo: SimPOSection | None = Field(None, description="Settings of `tunekit simpo`.")
-    ppo: PPOSection | None = Field(None, description="Settings of `tunekit ppo` (a reward source is required).")
-    grpo: GRPOSection | None = Field(None, description="Settings of `tunekit grpo` (a reward source is required).")
-    classify: ClassifySection | None = Field(None, description="Settings of `tunekit classify`.")
-    pretrain: PretrainSection | None = Field(None, description="Settings of `tunekit pretrain`.")
+
+    @property
+    def train_on(self) -> str:
+        """What carries loss: completions (or assistant turns), or every token (SFT's `data.train_on`)."""
+        return "completion"
+
+    @property
+    def sequence_length(self) -> int | None:
+        """Tokens per training sequence, when the recipe fixes it (validate's statistics, estimate-memory)."""
+        return None
 
     @model_validator(mode="after")
-    def _method_sections(self) -> Recipe:
-        for name in METHOD_SECTIONS:
-            if getattr(self, name) is not None and name != self.method:
-                raise ValueError(f"{name}: this section is for `method: {name}`, but the recipe's method is {self.method}")
-        if self.method in METHOD_SECTIONS and getattr(self, self.method) is None:
-            try:
-                setattr(self, self.method, METHOD_SECTIONS[self.method]())
-            except ValidationError as err:
-                reason = err.errors()[0]["msg"].removeprefix("Value error, ")
-                raise ValueError(f"{self.method}: `tunekit {self.method}` needs a {self.method} section: {reason}") from None
-        return self
-
-    @model_validator(mode="after")
-    def _soft_prompts_for_sft(self) -> Recipe:
-        if self.adapter.type in SOFT_PROMPTS and self.method not in SOFT_PROMPT_METHODS:
+    def _soft_prompts_for_sft(self) -> RecipeBase:
+        if self.adapter.type in SOFT_PROMPTS and self.method != "sft":
             raise ValueError(
-                f"adapter.type: {self.adapter.type} (a soft prompt) trains with "
-                f"{', '.join('tunekit ' + m for m in SOFT_PROMPT_METHODS)}, not tunekit {self.method}; use lora or qlora"
+                f"adapter.type: {self.adapter.type} (a soft prompt) trains with tunekit sft, not "
+                f"tunekit {self.method}; use lora or qlora"
             )
         if self.adapter.type == "prefix_tuning" and self.training.gradient_checkpointing:
             # peft keeps the prefixes in the attention cache, which activation recomputation cannot replay.
             raise ValueError("adapter.type: prefix_tuning does not work with training.gradient_checkpointing; turn one off")
-        if self.adapter.type in SOFT_PROMPTS and self.data.packing:
-            raise ValueError(
-                f"data.packing: a soft prompt ({self.adapter.type}) goes before each sequence, and a packed row "
-                "holds several; turn packing off"
-            )
         return self
 
     @model_validator(mode="after")
-    def _quantization_needs_an_adapter(self) -> Recipe:
+    def _quantization_needs_an_adapter(self) -> RecipeBase:
         if self.adapter.type == "qlora" and self.model.quantization == "none":
             self.model.quantization = "4bit"
         if self.adapter.type == "none" and self.model.quantization != "none":
@@ -369,13 +369,118 @@ class Recipe(Section):
             )
         return self
 
+
+class TruncatingRecipe(RecipeBase):
+    data: TruncatedData
+
+    @property
+    def sequence_length(self) -> int | None:
+        return self.data.max_length
+
+
+class SFTRecipe(TruncatingRecipe):
+    method: Literal["sft"]
+    data: SFTData
+
+    @property
+    def train_on(self) -> str:
+        return self.data.train_on
+
     @model_validator(mode="after")
-    def _packing_is_for_sft(self) -> Recipe:
-        if self.data.packing and self.method != "sft":
-            raise ValueError(f"data.packing: packs SFT examples; `tunekit {self.method}` does not pack")
+    def _soft_prompts_do_not_pack(self) -> SFTRecipe:
+        if self.adapter.type in SOFT_PROMPTS and self.data.packing:
+            raise ValueError(
+                f"data.packing: a soft prompt ({self.adapter.type}) goes before each sequence, and a packed row "
+                "holds several; turn packing off"
+            )
         return self
 
 
+class DPORecipe(TruncatingRecipe):
+    method: Literal["dpo"]
+    dpo: DPOSection = Field(default_factory=DPOSection, description="Settings of `tunekit dpo`.")
+
+
+class ORPORecipe(TruncatingRecipe):
+    method: Literal["orpo"]
+    orpo: ORPOSection = Field(default_factory=ORPOSection, description="Settings of `tunekit orpo`.")
+
+
+class KTORecipe(TruncatingRecipe):
+    method: Literal["kto"]
+    kto: KTOSection = Field(default_factory=KTOSection, description="Settings of `tunekit kto`.")
+
+
+class SimPORecipe(TruncatingRecipe):
+    method: Literal["simpo"]
+    simpo: SimPOSection = Field(default_factory=SimPOSection, description="Settings of `tunekit simpo`.")
+
+
+class ClassifyRecipe(TruncatingRecipe):
+    method: Literal["classify"]
+    classify: ClassifySection = Field(default_factory=ClassifySection, description="Settings of `tunekit classify`.")
+
+
+class RewardRecipe(RecipeBase):
+    method: Literal["reward"]
+    data: RewardData
+    reward: RewardSection = Field(default_factory=RewardSection, description="Settings of `tunekit reward`.")
+
+    @property
+    def sequence_length(self) -> int | None:
+        return self.data.max_length
+
+
+class PPORecipe(RecipeBase):
+    method: Literal["ppo"]
+    ppo: PPOSection = Field(description="Settings of `tunekit ppo` (a reward source is required).")
+
+    @property
+    def sequence_length(self) -> int | None:
+        return self.ppo.max_prompt_length + self.ppo.max_new_tokens
+
+
+class GRPORecipe(RecipeBase):
+    method: Literal["grpo"]
+    grpo: GRPOSection = Field(description="Settings of `tunekit grpo` (a reward source is required).")
+
+
+class PretrainRecipe(RecipeBase):
+    method: Literal["pretrain"]
+    pretrain: PretrainSection = Field(default_factory=PretrainSection, description="Settings of `tunekit pretrain`.")
+
+    @property
+    def sequence_length(self) -> int | None:
+        return self.pretrain.block_size
+
+
+RECIPES: dict[str, type[RecipeBase]] = {
+    "sft": SFTRecipe, "dpo": DPORecipe, "reward": RewardRecipe, "orpo": ORPORecipe, "kto": KTORecipe,
+    "simpo": SimPORecipe, "ppo": PPORecipe, "grpo": GRPORecipe, "classify": ClassifyRecipe, "pretrain": PretrainRecipe,
+}
+Recipe = Annotated[
+    SFTRecipe | DPORecipe | RewardRecipe | ORPORecipe | KTORecipe | SimPORecipe | PPORecipe | GRPORecipe
+    | ClassifyRecipe | PretrainRecipe,
+    Field(discriminator="method"),
+]
+RECIPE: TypeAdapter[Recipe] = TypeAdapter(Recipe)
+METHODS = tuple(RECIPES)
+# Each method's own section: `dpo:` belongs to `method: dpo`, and so on.
+METHOD_SECTIONS: dict[str, type[Section]] = {
+    name: cls.model_fields[name].annotation for name, cls in RECIPES.items() if name in cls.model_fields  # type: ignore[misc]
+}
+# Keys a method does not take, and what takes their place: named when a recipe sets them anyway.
+NOT_FOR: dict[tuple[str, str], dict[str, str]] = {
+    ("data", "max_length"): {
+        "ppo": "prompts are cut at ppo.max_prompt_length",
+        "grpo": "trl's GRPO reads whole prompts; completions stop at grpo.max_new_tokens",
+        "pretrain": "documents are cut into blocks of pretrain.block_size tokens",
+    },
+    ("data", "packing"): {method: "only `tunekit sft` packs examples" for method in METHODS if method != "sft"},
+    ("data", "train_on"): {
+        method: "only `tunekit sft` chooses where the loss goes" for method in METHODS if method != "sft"
+    },
+}
 SECTIONS: dict[str, type[Section]] = {
     "model": ModelSection,
     "adapter": AdapterSection,
@@ -383,3 +488,8 @@ SECTIONS: dict[str, type[Section]] = {
     "training": TrainingSection,
     **METHOD_SECTIONS,
 }
+
+
+def parse_recipe(raw: object) -> Recipe:
+    """The typed recipe for `raw` (a mapping as read from YAML); raises pydantic's ValidationError."""
+    return RECIPE.validate_python(raw)

@@ -56,27 +56,27 @@ def resolve_target(target: str, overrides: list[str] | None = None) -> Target:
 
 
 def resolve_model(name: str) -> Target:
-    """A model reference as a recipe's `model.name_or_path` holds it, or a preset name."""
-    from tunekit.models.packaged import is_package_ref, package_model_path
-    from tunekit.models.tiny import is_tiny_ref, tiny_arch, tiny_config
+    """A model reference as a recipe's `model.name_or_path` holds it (tunekit.models.refs: a folder, an
+    adapter folder (its base's architecture), a run, `tiny:`, `package:`, a Hub id), a config.json or
+    preset file, or a preset name."""
+    from tunekit.models.refs import resolve
 
-    if is_package_ref(name):
-        return _from_folder(name, package_model_path(name))
     path = Path(name).expanduser()
-    if path.is_dir():
-        return _from_folder(name, path)
     if path.is_file():
         return _from_json(name, path)
-    if is_tiny_ref(name):
-        return Target(label=name, source="tiny", config=tiny_config(tiny_arch(name)))
-    preset = find_preset(name)
+    preset = None if path.exists() else find_preset(name)
     if preset is not None:
         return preset
-    if name.startswith((".", "/", "~")) or name.endswith(".json"):
+    if not path.exists() and name.endswith(".json"):
         raise UserError(f"not found: {name}")
-    if "/" in name:
-        return _from_hub(name)
-    raise UserError(f"unknown model or preset {name!r}{_closest(name)}")
+    if not path.exists() and "/" not in name and ":" not in name:
+        raise UserError(f"unknown model or preset {name!r}{_closest(name)}")
+    ref = resolve(name)
+    if ref.base.kind == "tiny":
+        return Target(label=name, source="tiny", config=ref.config or {})
+    if ref.base.kind == "hub":
+        return _from_hub(ref.base.path)
+    return _from_folder(name, Path(ref.base.path), adapter=ref.adapter is not None)
 
 
 def _from_recipe(path: Path, overrides: list[str]) -> Target:
@@ -88,13 +88,14 @@ def _from_recipe(path: Path, overrides: list[str]) -> Target:
                   hub_id=model.hub_id or recipe.model.name_or_path, published_parameters=model.published_parameters)
 
 
-def _from_folder(name: str, path: Path) -> Target:
+def _from_folder(name: str, path: Path, adapter: bool = False) -> Target:
     config_file = path / "config.json"
     if not config_file.exists():
         raise UserError(f"model folder {name} has no config.json")
     has_weights = any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir())
+    notes = (f"{name} is an adapter: the estimate is for its base, {path}",) if adapter else ()
     return Target(label=name, source="folder", config=_read_config(config_file),
-                  weights=str(path) if has_weights else None)
+                  weights=str(path) if has_weights else None, notes=notes)
 
 
 def _from_json(name: str, path: Path) -> Target:
@@ -249,8 +250,6 @@ def setup_from_recipe(recipe: Any) -> dict[str, Any]:
         "double_quant": model.double_quant,
         "batch_size": training.batch_size,
         "grad_accum": training.gradient_accumulation_steps,
-        # Continued pretraining trains on blocks of pretrain.block_size tokens (default data.max_length).
-        "seq_len": getattr(recipe.pretrain, "block_size", None) or recipe.data.max_length,
         "lora_r": adapter.r,
         "lora_targets": adapter.target_modules if isinstance(adapter.target_modules, str)
         else tuple(adapter.target_modules),
@@ -261,9 +260,9 @@ def setup_from_recipe(recipe: Any) -> dict[str, Any]:
         "attention": model.attn_implementation,
         "stage": recipe.method if recipe.method in STAGES else "sft",
     }
-    virtual = getattr(adapter, "num_virtual_tokens", None)
-    if virtual:
-        fields["virtual_tokens"] = virtual
+    if recipe.sequence_length:  # GRPO reads whole prompts: the estimate's own default then
+        fields["seq_len"] = recipe.sequence_length
+    fields["virtual_tokens"] = adapter.num_virtual_tokens
     return fields
 
 

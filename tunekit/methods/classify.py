@@ -3,8 +3,8 @@
     $ tunekit classify recipes/tiny/classify.yaml
     $ tunekit classify recipes/classify-minilm.yaml adapter.type=lora
 
-Reads top to bottom: checks, label set and model with one logit per label (common.prepare) ->
-tokenised text/label rows -> transformers' Trainer -> eval / train / eval / save (common.fit).
+Reads top to bottom: the label set (preflight) and the model with one logit per label (load) ->
+tokenised text/label rows -> transformers' Trainer -> eval / train / eval / save (tunekit.train.fit).
 The label names are recorded in the model's config (`id2label`, so `final/config.json` of a full
 fine-tune names them) and in summary.json (`labels`). summary.json adds `eval_accuracy_before/after`
 and `eval_f1_before/after` (macro F1: the mean of per-label F1 over the labels seen or predicted).
@@ -17,41 +17,46 @@ from typing import Any
 import numpy as np
 
 from tunekit.config import Recipe
-from tunekit.train.pipeline import Report, Setup, fit, prepare, trainer_inputs
-from tunekit.train.rundir import RunOptions
+from tunekit.train.fit import fit_trainer
+from tunekit.train.builders import trainer_inputs
+from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.summary import Trained
 
 FIGURES = {"eval_loss": "eval_loss", "eval_accuracy": "eval_accuracy", "eval_f1": "eval_f1"}
 
 
-def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
+HEAD = "classify"
+
+
+def train(run: Run, echo: Echo) -> Trained:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    setup = prepare(recipe, options, head="classify")
+    recipe = run.recipe
 
     from tunekit.train.builders import trainer_kwargs
 
     # A plain Trainer takes no peft_config; peft's SEQ_CLS also trains the new head.
     inputs = trainer_inputs(
-        setup, task_type="SEQ_CLS", train=_encode(setup, setup.data.train), evaluation=_encode(setup, setup.data.eval),
+        run, task_type="SEQ_CLS", train=_encode(run, run.data.train), evaluation=_encode(run, run.data.eval),
         wrap_peft=True,
     )
-    args = TrainingArguments(**trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(setup.data.eval)))
+    args = TrainingArguments(**trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(run.data.eval)))
     trainer = Trainer(
         args=args,
-        data_collator=DataCollatorWithPadding(setup.tokenizer),
+        data_collator=DataCollatorWithPadding(run.tokenizer),
         compute_metrics=lambda prediction: classification_metrics(prediction.predictions, prediction.label_ids),
         **inputs,
     )
-    return fit(trainer, setup, report, FIGURES, extra_summary={"labels": setup.data.labels})
+    return fit_trainer(trainer, run, echo, FIGURES, extra_summary={"labels": run.data.labels})
 
 
-def _encode(setup: Setup, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _encode(run: Run, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Token ids (cut at data.max_length) and the class id of each text/label row."""
     if not rows:
         return []
-    ids = {name: i for i, name in enumerate(setup.data.labels)}
-    encoded = setup.tokenizer(
-        [row["text"] for row in rows], truncation=True, max_length=setup.recipe.data.max_length
+    ids = {name: i for i, name in enumerate(run.data.labels)}
+    encoded = run.tokenizer(
+        [row["text"] for row in rows], truncation=True, max_length=run.recipe.data.max_length
     )
     return [
         {**{key: values[i] for key, values in encoded.items()}, "labels": ids[row["label"]]}

@@ -14,27 +14,30 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.train.pipeline import PREFERENCE_FIGURES, Report, fit, preference_eval, prepare, trainer_inputs
-from tunekit.train.rundir import RunOptions
+from tunekit.train.fit import fit_trainer, preference_eval, PREFERENCE_FIGURES
+from tunekit.train.builders import trainer_inputs
+from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.summary import Trained
 
 
-def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
-    setup = prepare(recipe, options)
-    data, settings = setup.data, recipe.dpo
-    assert settings is not None  # the schema fills it for method dpo
+def train(run: Run, echo: Echo) -> Trained:
+    recipe = run.recipe
+    data, settings = run.data, recipe.dpo
 
     from trl import DPOConfig, DPOTrainer
 
-    from tunekit.models.loading import load_model
     from tunekit.train.builders import trainer_kwargs
 
     reference = None
     if settings.reference:
-        reference_section = recipe.model.model_copy(update={"name_or_path": settings.reference})
-        reference, _ = load_model(reference_section)
+        from tunekit.models.loading import load_model
+        from tunekit.models.refs import resolve
+
+        section = recipe.model.model_copy(update={"name_or_path": settings.reference})
+        reference = load_model(resolve(settings.reference, recipe.model.revision, build=True, download=True), section)
         reference.requires_grad_(False)
     config = DPOConfig(
-        **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(data.eval)),
+        **trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(data.eval)),
         max_length=recipe.data.max_length,
         truncation_mode=settings.truncation,
         beta=settings.beta,
@@ -42,6 +45,6 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
         loss_weights=settings.loss_weights,
         label_smoothing=settings.label_smoothing,
     )
-    trainer = DPOTrainer(ref_model=reference, args=config, **trainer_inputs(setup))
+    trainer = DPOTrainer(ref_model=reference, args=config, **trainer_inputs(run))
 
-    return fit(trainer, setup, report, PREFERENCE_FIGURES, extra_eval=preference_eval(trainer, setup))
+    return fit_trainer(trainer, run, echo, PREFERENCE_FIGURES, extra_eval=preference_eval(trainer, run))

@@ -16,14 +16,15 @@ from typing import Any
 
 from tunekit.config import Recipe
 from tunekit.errors import UserError
-from tunekit.train.pipeline import Report, fit, prepare, trainer_inputs
-from tunekit.train.rundir import RunOptions
+from tunekit.train.fit import fit_trainer
+from tunekit.train.builders import trainer_inputs
+from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.summary import Trained
 
 
-def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
-    settings = recipe.grpo
-    assert settings is not None  # the schema fills it for method grpo
-    t = recipe.training
+def check(plan: Plan) -> None:
+    """Completions come in groups of grpo.num_generations: the batch must hold whole groups."""
+    settings, t = plan.recipe.grpo, plan.recipe.training
     if (t.batch_size * t.gradient_accumulation_steps) % settings.num_generations:
         raise UserError(
             f"training.batch_size x gradient_accumulation_steps ({t.batch_size * t.gradient_accumulation_steps}) "
@@ -32,8 +33,11 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
     if t.batch_size % settings.num_generations:
         raise UserError(f"training.batch_size ({t.batch_size}) must be a multiple of grpo.num_generations "
                         f"({settings.num_generations}): evaluation samples one group per prompt per batch")
-    setup = prepare(recipe, options)
-    data = setup.data
+
+
+def train(run: Run, echo: Echo) -> Trained:
+    recipe, data = run.recipe, run.data
+    settings = recipe.grpo
 
     from trl import GRPOConfig, GRPOTrainer
 
@@ -41,7 +45,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
     from tunekit.data.formats import prompt_part
     from tunekit.train.builders import trainer_kwargs
 
-    source = reward_source(settings, str(setup.model.device))
+    source = reward_source(settings, str(run.model.device))
 
     def reward(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
         # trl passes chat completions as message lists; reward sources take the text.
@@ -50,7 +54,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
 
     reward.__name__ = (settings.reward_function or "reward_model").split(":")[-1]  # trl's metric name
     config = GRPOConfig(
-        **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(data.eval)),
+        **trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(data.eval)),
         num_generations=settings.num_generations,
         max_completion_length=settings.max_new_tokens,
         temperature=settings.temperature,
@@ -60,7 +64,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
         epsilon=settings.epsilon,
         loss_type=settings.loss_type,
     )
-    train = [{"prompt": prompt_part(row)} for row in data.train]
-    evaluation = [{"prompt": prompt_part(row)} for row in data.eval]
-    trainer = GRPOTrainer(reward_funcs=reward, args=config, **trainer_inputs(setup, train=train, evaluation=evaluation))
-    return fit(trainer, setup, report, {"eval_reward": "eval_reward"})
+    prompts = [{"prompt": prompt_part(row)} for row in data.train]
+    held_out = [{"prompt": prompt_part(row)} for row in data.eval]
+    trainer = GRPOTrainer(reward_funcs=reward, args=config, **trainer_inputs(run, train=prompts, evaluation=held_out))
+    return fit_trainer(trainer, run, echo, {"eval_reward": "eval_reward"})

@@ -14,14 +14,15 @@ from typing import Any
 
 from tunekit.config import Recipe
 from tunekit.data.formats import unpair
-from tunekit.train.pipeline import Report, fit, preference_eval, prepare, trainer_inputs
-from tunekit.train.rundir import RunOptions
+from tunekit.train.fit import fit_trainer, preference_eval
+from tunekit.train.builders import trainer_inputs
+from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.summary import Trained
 
 
-def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
-    setup = prepare(recipe, options)
-    data, settings = setup.data, recipe.kto
-    assert settings is not None
+def train(run: Run, echo: Echo) -> Trained:
+    recipe = run.recipe
+    data, settings = run.data, recipe.kto
     paired = data.kind == "preference"
     train = unpair(data.train) if paired else data.train
     evaluation = unpair(data.eval) if paired else data.eval
@@ -31,12 +32,12 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
     from tunekit.train.builders import trainer_kwargs
 
     config = KTOConfig(
-        **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(evaluation)),
+        **trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(evaluation)),
         max_length=recipe.data.max_length,
         beta=settings.beta,
         desirable_weight=settings.desirable_weight,
         undesirable_weight=settings.undesirable_weight,
     )
-    trainer = KTOTrainer(args=config, **trainer_inputs(setup, train=train, evaluation=evaluation))
-    return fit(trainer, setup, report, {"eval_reward_margin": "eval_rewards/margins"},
-               extra_eval=preference_eval(trainer, setup) if paired else None)
+    trainer = KTOTrainer(args=config, **trainer_inputs(run, train=train, evaluation=evaluation))
+    return fit_trainer(trainer, run, echo, {"eval_reward_margin": "eval_rewards/margins"},
+               extra_eval=preference_eval(trainer, run) if paired else None)

@@ -12,23 +12,24 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.train.pipeline import PREFERENCE_FIGURES, Report, fit, preference_eval, prepare, trainer_inputs
-from tunekit.train.rundir import RunOptions
+from tunekit.train.fit import fit_trainer, preference_eval, PREFERENCE_FIGURES
+from tunekit.train.builders import trainer_inputs
+from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.summary import Trained
 
 
-def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
-    setup = prepare(recipe, options)
-    data, settings = setup.data, recipe.orpo
-    assert settings is not None
+def train(run: Run, echo: Echo) -> Trained:
+    recipe = run.recipe
+    data, settings = run.data, recipe.orpo
 
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
     from tunekit.train.builders import trainer_kwargs
 
     config = ORPOConfig(
-        **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(data.eval)),
+        **trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(data.eval)),
         max_length=recipe.data.max_length,
         beta=settings.beta,
     )
-    trainer = ORPOTrainer(args=config, **trainer_inputs(setup))
-    return fit(trainer, setup, report, PREFERENCE_FIGURES, extra_eval=preference_eval(trainer, setup))
+    trainer = ORPOTrainer(args=config, **trainer_inputs(run))
+    return fit_trainer(trainer, run, echo, PREFERENCE_FIGURES, extra_eval=preference_eval(trainer, run))

@@ -3,10 +3,11 @@
     $ tunekit pretrain recipes/tiny/pretrain-clm.yaml
     $ tunekit pretrain recipes/tiny/pretrain-mlm.yaml pretrain.mlm_probability=0.3
 
-Reads top to bottom: objective (`pretrain.objective`, or from the model's family) -> checks
-(common.prepare, with this module's: documents tokenised with the model's special tokens,
-concatenated (an EOS after each for causal LM) and cut into blocks of `pretrain.block_size` tokens,
-train and eval apart, before anything is written) -> model -> transformers' Trainer -> eval / train / eval / save (common.fit). summary.json adds
+Reads top to bottom: `head` (the objective: `pretrain.objective`, or from the model's family) ->
+`check` (in the preflight stage: documents tokenised with the model's special tokens, concatenated
+(an EOS after each for causal LM) and cut into blocks of `pretrain.block_size` tokens, train and eval
+apart, before anything is written) -> transformers' Trainer -> eval / train / eval / save
+(tunekit.train.fit). summary.json adds
 `eval_perplexity_before/after` = exp(eval_loss): per predicted token for causal LM, per masked token
 for masked LM. Held-out blocks are masked once, with the run's seed, so before and after score the
 same masks; training blocks get fresh masks each time they are drawn.
@@ -16,39 +17,54 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.data import Data
+from tunekit.models.refs import ModelRef
 from tunekit.errors import UserError
-from tunekit.train.pipeline import Report, fit, prepare, trainer_inputs
-from tunekit.train.rundir import RunOptions
+from tunekit.train.fit import fit_trainer
+from tunekit.train.builders import trainer_inputs
+from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.summary import Trained
 
 FIGURES = {"eval_loss": "eval_loss"}
 
 
-def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
+@dataclass
+class Blocks:
+    """What `check` cut, once, for training: the objective and the train / eval blocks."""
+
+    objective: str  # clm or mlm
+    size: int  # tokens per block
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+
+
+def head(plan: Plan) -> str:
+    objective, _ = check_model(plan.recipe, plan.ref)
+    return "masked-lm" if objective == "mlm" else "causal-lm"
+
+
+def check(plan: Plan) -> Blocks:
+    """A mask token for masked LM, and a block of text each side (train, eval), cut before anything is written."""
+    recipe, data, tokenizer = plan.recipe, plan.data, plan.tokenizer
+    objective, size = check_model(recipe, plan.ref)
+    if objective == "mlm" and tokenizer.mask_token is None:
+        raise UserError(f"{recipe.model.name_or_path}'s tokenizer has no mask token, which masked LM needs")
+    return Blocks(objective, size, blocks(tokenizer, data.train, size, objective, recipe.data.train),
+                  blocks(tokenizer, data.eval, size, objective, data.eval_source))
+
+
+def train(run: Run, echo: Echo) -> Trained:
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
-
-    objective, size = check_model(recipe)
-    made: dict[str, list[dict[str, Any]]] = {}  # the blocks, cut once by the check
-
-    def check(recipe: Recipe, data: Data, tokenizer: Any) -> None:
-        """Run by common.prepare before the run folder is written: a mask token, a block of text each side."""
-        if objective == "mlm" and tokenizer.mask_token is None:
-            raise UserError(f"{recipe.model.name_or_path}'s tokenizer has no mask token, which masked LM needs")
-        made["train"] = blocks(tokenizer, data.train, size, objective, recipe.data.train)
-        made["eval"] = blocks(tokenizer, data.eval, size, objective, data.eval_source)
-
-    setup = prepare(recipe, options, head="masked-lm" if objective == "mlm" else "causal-lm", check=check)
 
     from tunekit.train.builders import trainer_kwargs
 
-    section, tokenizer, seed = recipe.pretrain, setup.tokenizer, recipe.training.seed
-    assert section is not None
-    train, evaluation = made["train"], made["eval"]
-    masker = None
-    if objective == "mlm":
+    recipe, tokenizer, seed = run.recipe, run.tokenizer, run.recipe.training.seed
+    section, made = recipe.pretrain, run.plan.prepared
+    evaluation, masker = made.eval, None
+    if made.objective == "mlm":
         masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=section.mlm_probability, seed=seed)
         if evaluation:
             held_out = DataCollatorForLanguageModeling(tokenizer, mlm_probability=section.mlm_probability, seed=seed)
@@ -56,44 +72,37 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
 
     # No task type for masked LM in peft: LoRA then wraps the model as a plain PeftModel. A plain Trainer
     # takes no peft_config: the model comes wrapped.
-    task = "CAUSAL_LM" if objective == "clm" else None
-    inputs = trainer_inputs(setup, task, train=train, evaluation=evaluation, wrap_peft=True)
-    args = TrainingArguments(**trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(evaluation)))
+    task = "CAUSAL_LM" if made.objective == "clm" else None
+    inputs = trainer_inputs(run, task, train=made.train, evaluation=evaluation, wrap_peft=True)
+    args = TrainingArguments(**trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(evaluation)))
     trainer = Trainer(args=args, data_collator=_collator(masker), **inputs)
-    report(f"pretrain: {objective}, {len(train)} train and {len(evaluation)} eval blocks of {size} tokens")
-    return fit(trainer, setup, report, FIGURES, extra_eval=lambda: {"eval_perplexity": _perplexity(trainer)})
+    echo(f"pretrain: {made.objective}, {len(made.train)} train and {len(evaluation)} eval blocks of {made.size} tokens")
+    return fit_trainer(trainer, run, echo, FIGURES, extra_eval=lambda: {"eval_perplexity": _perplexity(trainer)})
 
 
-def check_model(recipe: Recipe) -> tuple[str, int]:
+def check_model(recipe: Recipe, ref: ModelRef) -> tuple[str, int]:
     """The objective, clm or mlm (`pretrain.objective`, or from the family: a masked-LM head means
     mlm), and the block size, checked against the model's positions before anything is written."""
-    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    from tunekit.models.loading import adapter_base, from_pretrained_or_explain, resolve_model_path
-
-    name = recipe.model.name_or_path
-    path = resolve_model_path(name)
-    config = from_pretrained_or_explain(AutoConfig, adapter_base(path) or path, recipe.model)
-    family = config.model_type
-    if getattr(config, "is_encoder_decoder", False):
+    name, config, family = recipe.model.name_or_path, ref.config or {}, ref.family
+    if ref.is_encoder_decoder:
         raise UserError(
             f"{name} is an encoder-decoder model ({family}); tunekit pretrain trains decoder-only models (causal LM) "
             "and encoder-only models (masked LM)"
         )
     encoder_only = family in MODEL_FOR_MASKED_LM_MAPPING_NAMES
     section = recipe.pretrain
-    assert section is not None  # the schema fills in the method's section
     objective = section.objective if section.objective != "auto" else ("mlm" if encoder_only else "clm")
     if objective == "mlm" and not encoder_only:
         raise UserError(f"pretrain.objective: mlm needs an encoder-only model (BERT family); {name} is a {family} model")
     if objective == "clm" and encoder_only:
         raise UserError(f"pretrain.objective: clm is for decoder-only models; {name} is an encoder-only {family} model (use mlm)")
-    size = section.block_size or recipe.data.max_length
-    limit = getattr(config, "max_position_embeddings", None)
+    size = section.block_size
+    limit = config.get("max_position_embeddings") or config.get("n_positions")
     if limit is not None and size > limit:
         raise UserError(
-            f"pretrain.block_size: {size} tokens (default: data.max_length) exceed the {limit} positions "
+            f"pretrain.block_size: {size} tokens exceed the {limit} positions "
             f"{name} has; set pretrain.block_size to {limit} or less"
         )
     return objective, size

@@ -13,23 +13,27 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.train.pipeline import Report, fit, prepare, trainer_inputs
-from tunekit.train.rundir import RunOptions
+from tunekit.train.fit import fit_trainer
+from tunekit.train.builders import trainer_inputs
+from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.summary import Trained
 
 
-def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
-    setup = prepare(recipe, options, head="score")
-    data, settings = setup.data, recipe.reward
-    assert settings is not None
+HEAD = "score"
+
+
+def train(run: Run, echo: Echo) -> Trained:
+    recipe = run.recipe
+    data, settings = run.data, recipe.reward
 
     from trl import RewardConfig, RewardTrainer
 
     from tunekit.train.builders import trainer_kwargs
 
     config = RewardConfig(
-        **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(data.eval)),
+        **trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(data.eval)),
         max_length=recipe.data.max_length,
         center_rewards_coefficient=settings.center_rewards_coefficient,
     )
-    trainer = RewardTrainer(args=config, **trainer_inputs(setup, task_type="SEQ_CLS"))
-    return fit(trainer, setup, report, {"eval_accuracy": "eval_accuracy", "eval_margin": "eval_margin"})
+    trainer = RewardTrainer(args=config, **trainer_inputs(run, task_type="SEQ_CLS"))
+    return fit_trainer(trainer, run, echo, {"eval_accuracy": "eval_accuracy", "eval_margin": "eval_margin"})

@@ -17,19 +17,28 @@ from __future__ import annotations
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.data import Data
-from tunekit.errors import DataError, UserError
-from tunekit.train.pipeline import Report, Setup, fit, prepare, trainer_inputs
-from tunekit.train.rundir import RunOptions
+from tunekit.errors import UserError
+from tunekit.train.preflight import check_targets
+from tunekit.train.fit import fit_trainer
+from tunekit.train.builders import trainer_inputs
+from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.summary import Trained
 
 GENERATION_FIGURES = ("exact_match", "rougeL", "bleu")  # from tunekit.use.evaluate, as eval_<name>
 
 
-def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = print) -> dict[str, Any]:
-    if recipe.data.packing:
+HEAD = "seq2seq-lm"
+
+
+def check(plan: Plan) -> None:
+    if plan.recipe.data.packing:
         raise UserError("data.packing: packing joins decoder-only sequences; an encoder-decoder model reads one "
                         "prompt per example: turn packing off")
-    setup = prepare(recipe, options, head="seq2seq-lm", check=lambda recipe, data, _: check_targets(data, recipe.data.train))
+    check_targets(plan.data, plan.recipe.data.train)
+
+
+def train(run: Run, echo: Echo) -> Trained:
+    recipe = run.recipe
 
     from transformers import (
         DataCollatorForSeq2Seq,
@@ -39,54 +48,34 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), report: Report = pri
 
     from tunekit.train.builders import trainer_kwargs
 
-    tokenizer, max_length = setup.tokenizer, recipe.data.max_length
-    train = encode(setup.data.train, setup.data.kind, tokenizer, max_length)
-    evaluation = encode(setup.data.eval, setup.data.kind, tokenizer, max_length)
+    tokenizer, max_length = run.tokenizer, recipe.data.max_length
+    rows = encode(run.data.train, run.data.kind, tokenizer, max_length)
+    held_out = encode(run.data.eval, run.data.kind, tokenizer, max_length)
     # Seq2SeqTrainer takes no peft_config: the model comes wrapped
-    inputs = trainer_inputs(setup, task_type="SEQ_2_SEQ_LM", train=train, evaluation=evaluation, wrap_peft=True)
+    inputs = trainer_inputs(run, task_type="SEQ_2_SEQ_LM", train=rows, evaluation=held_out, wrap_peft=True)
     args = Seq2SeqTrainingArguments(
-        **trainer_kwargs(recipe, setup.out, setup.dtype, has_eval=bool(setup.data.eval)),
+        **trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(run.data.eval)),
         label_names=["labels"],  # a PeftModel's forward hides `labels` from transformers' signature check
         remove_unused_columns=False,  # the rows hold exactly the model's inputs
     )
     # No `model=` for the collator: T5 and BART shift the labels into decoder inputs themselves.
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     trainer = Seq2SeqTrainer(args=args, data_collator=collator, **inputs)
+
     from tunekit.use.generate import cache_keeps_prefix
 
-    generation = _generation_eval(trainer, setup)
+    generation = _generation_eval(trainer, run)
     if not cache_keeps_prefix(trainer.model, is_seq2seq=True):
-        report("note: generation figures skipped: with the installed peft and transformers a prefix-tuned model "
+        echo("note: generation figures skipped: with the installed peft and transformers a prefix-tuned model "
                "generates as its base (eval loss is measured as usual)")
         generation = None
-    return fit(trainer, setup, report, {"eval_loss": "eval_loss"}, extra_eval=generation)
-
-
-def check_targets(data: Data, source: str) -> None:
-    """Every example needs a target for the decoder: text data has none, and a chat must end with the
-    assistant turn to learn. Run by common.prepare before the run folder is written, and by `tunekit validate`
-    (torch-free)."""
-    if data.kind == "text":
-        raise DataError(
-            f"{source}: format text has no targets; an encoder-decoder model learns prompt -> completion: "
-            "use prompt/completion, alpaca or chat data"
-        )
-    if data.kind != "messages":
-        return  # prompt/completion rows were checked when read: a missing or empty completion stops there
-    for part, rows in (("train", data.train), ("eval", data.eval)):
-        for number, row in enumerate(rows, start=1):
-            role = row["messages"][-1]["role"]
-            if role != "assistant":
-                raise DataError(
-                    f"{source} ({part} example {number}): field 'messages': ends with a {role} turn; an "
-                    "encoder-decoder model learns the final assistant turn as its target"
-                )
+    return fit_trainer(trainer, run, echo, {"eval_loss": "eval_loss"}, extra_eval=generation)
 
 
 def encode(rows: list[dict[str, Any]], kind: str, tokenizer: Any, max_length: int) -> list[dict]:
     """Rows as encoder ids and target labels, rendered as `tunekit eval` renders them (same loss)."""
+    from tunekit.data.chat import render_prompt
     from tunekit.use.evaluate import pair
-    from tunekit.use.generate import render_prompt
 
     encoded = []
     for row in rows:
@@ -101,21 +90,19 @@ def encode(rows: list[dict[str, Any]], kind: str, tokenizer: Any, max_length: in
     return encoded
 
 
-def _generation_eval(trainer: Any, setup: Setup) -> Any:
+def _generation_eval(trainer: Any, run: Run) -> Any:
     """Greedy completions of the held-out prompts, scored against their targets (tunekit.use.evaluate)."""
     from tunekit.use.evaluate import EvalData, evaluate
-    from tunekit.use.load import Loaded, Reference
-    from tunekit.models.loading import resolve_model_path
+    from tunekit.use.load import Loaded
 
-    data = setup.data
-    name = setup.recipe.model.name_or_path
+    data = run.data
     held_out = EvalData(data.eval_source, data.format, data.kind, data.eval, demos=[], demo_source="")
 
     def scores() -> dict[str, float]:
         trainer.model.eval()
-        loaded = Loaded(trainer.model, setup.tokenizer, Reference(name, resolve_model_path(name)), is_seq2seq=True)
+        loaded = Loaded(trainer.model, run.tokenizer, run.ref, is_seq2seq=True)
         metrics, _ = evaluate(
-            loaded, held_out, batch_size=setup.recipe.training.batch_size, max_length=setup.recipe.data.max_length
+            loaded, held_out, batch_size=run.recipe.training.batch_size, max_length=run.recipe.data.max_length
         )
         return {f"eval_{key}": float(metrics[key]) for key in GENERATION_FIGURES}
 

@@ -1,14 +1,15 @@
-"""Load models and tokenizers from a local folder, a Hub id or `tiny:ARCH`, in the recipe's precision.
+"""Load the model a reference names (tunekit.models.refs) for training, in the recipe's precision.
 
     >>> from tunekit.config.schema import ModelSection
-    >>> model, tokenizer = load_model(ModelSection(name_or_path="tiny:llama"))  # doctest: +SKIP
+    >>> from tunekit.models.refs import resolve
+    >>> section = ModelSection(name_or_path="tiny:llama")
+    >>> model = load_model(resolve(section.name_or_path, build=True), section)  # doctest: +SKIP
 
 Imports torch and transformers: used by the training commands only.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,7 @@ from transformers import (
 
 from tunekit.config.schema import AdapterSection, ModelSection
 from tunekit.errors import UserError
-from tunekit.models.packaged import is_package_ref, package_model_path
-from tunekit.models.tiny import ensure_tiny, is_tiny_ref
+from tunekit.models.refs import ModelRef
 
 HEADS = {
     "causal-lm": AutoModelForCausalLM,
@@ -37,22 +37,6 @@ HEADS = {
 }
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_model_path(name: str) -> str:
-    """An absolute folder for local and tiny models (what an adapter records as its base), else the Hub id."""
-    if is_tiny_ref(name):
-        return str(ensure_tiny(name).resolve())
-    if is_package_ref(name):
-        return str(package_model_path(name))
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
-            raise UserError(f"model folder {name} has neither config.json nor adapter_config.json")
-        return str(path.resolve())
-    if name.startswith((".", "/", "~")):
-        raise UserError(f"model folder not found: {name}")
-    return name
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -97,26 +81,8 @@ def load_tokenizer(path: str, section: ModelSection) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def adapter_base(path: str) -> str | None:
-    """The base model a peft adapter folder records, resolved like any model reference; None when
-    `path` is not an adapter. Raises UserError naming the adapter when the base cannot be found."""
-    config = Path(path) / "adapter_config.json"
-    if not config.exists():
-        return None
-    try:
-        recorded = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except json.JSONDecodeError as err:
-        raise UserError(f"{config}: invalid JSON: {err.msg}") from None
-    hint = f"name the base explicitly (tunekit COMMAND BASE --adapter {path})"
-    if not recorded:
-        raise UserError(f"adapter {path} does not record its base model (base_model_name_or_path); {hint}")
-    try:
-        return resolve_model_path(recorded)
-    except UserError as err:
-        raise UserError(f"the base of adapter {path}, {recorded}, cannot be found ({err}); {hint}") from None
-
-
 def load_model(
+    ref: ModelRef,
     section: ModelSection,
     adapter: AdapterSection | None = None,
     head: str = "causal-lm",
@@ -124,35 +90,32 @@ def load_model(
     gradient_checkpointing: bool = False,
     labels: list[str] | None = None,
     command: str | None = None,
-    tokenizer: PreTrainedTokenizerBase | None = None,
-) -> tuple[Any, PreTrainedTokenizerBase]:
-    """Model and tokenizer for training. A quantised base gets peft's k-bit preparation (fp32 norms,
-    input grads); an adapter folder is merged into its base, or with `adapter.existing: continue`
-    comes back as a trainable PeftModel. The `classify` head gets one logit per name in `labels`.
-    `command` (the recipe's method) names the command in a refusal; `tokenizer`, already loaded, is reused."""
-    path = resolve_model_path(section.name_or_path)
-    base = adapter_base(path)
-    tokenizer = tokenizer or load_tokenizer(path, section)
+    pad_token_id: int | None = None,
+) -> Any:
+    """The model for training. A quantised base gets peft's k-bit preparation (fp32 norms, input grads);
+    an adapter folder is merged into its base, or with `adapter.existing: continue` comes back as a
+    trainable PeftModel. The `classify` head gets one logit per name in `labels`; score and classify heads
+    take the tokenizer's `pad_token_id`. `command` (the recipe's method) names the command in a refusal."""
     kwargs = load_kwargs(section, dtype)
     quant = kwargs.get("quantization_config")
+    if head in ("score", "classify"):
+        kwargs["pad_token_id"] = pad_token_id
     if head == "score":
-        kwargs.update(num_labels=1, pad_token_id=tokenizer.pad_token_id)
+        kwargs["num_labels"] = 1
     if head == "classify":  # the label names travel in config.json (id2label), for any tool reading final/
         assert labels, "the classify head needs the label names"
-        kwargs.update(
-            num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    check_head(section, base or path, head, command)  # first: T5 has no causal-LM class to load
-    model = from_pretrained_or_explain(HEADS[head], base or path, section, **kwargs)
+        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                      label2id={name: i for i, name in enumerate(labels)})
+    check_head(ref, head, command)  # first: T5 has no causal-LM class to load
+    model = from_pretrained_or_explain(HEADS[head], ref.base.path, section, **kwargs)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
         keep_4bit_layers_trainable(model)
-    if base is not None:
-        model = _apply_adapter(model, path, section, adapter)
-    return model, tokenizer
+    if ref.adapter is not None:
+        model = _apply_adapter(model, ref, section, adapter)
+    return model
 
 
 def keep_4bit_layers_trainable(model: Any) -> None:
@@ -177,35 +140,34 @@ def keep_4bit_layers_trainable(model: Any) -> None:
             module.register_forward_pre_hook(stay_in_training_mode)
 
 
-def check_head(section: ModelSection, path: str, head: str, command: str | None = None) -> None:
+def check_head(ref: ModelRef, head: str, command: str | None = None) -> None:
     """An encoder-decoder (T5, BART) loads as seq2seq-lm, or for classify when transformers has a
     sequence-classification class for its family; other heads need a decoder- or encoder-only model."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-    from tunekit.models.refs import is_encoder_decoder, read_config
-
-    if head == "seq2seq-lm" or not is_encoder_decoder(path, section.revision, download=True):
+    if head == "seq2seq-lm" or not ref.is_encoder_decoder:
         return
-    family = (read_config(path, section.revision) or {}).get("model_type")
+    family = ref.family
     if head == "classify" and family in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
         return
-    name, shown = section.name_or_path, f"`tunekit {command}`" if command else "this command"
+    shown = f"`tunekit {command}`" if command else "this command"
     if head == "classify":
         raise UserError(
-            f"{name} is an encoder-decoder model ({family}) with no sequence-classification head in transformers; "
+            f"{ref.name} is an encoder-decoder model ({family}) with no sequence-classification head in transformers; "
             f"{shown} needs an encoder-only (BERT family), decoder-only, or T5/BART-family model"
         )
-    raise UserError(f"{name} is an encoder-decoder model ({family}); {shown} needs a decoder-only model "
+    raise UserError(f"{ref.name} is an encoder-decoder model ({family}); {shown} needs a decoder-only model "
                     "(`tunekit sft` trains encoder-decoders)")
 
 
-def _apply_adapter(model: Any, path: str, section: ModelSection, adapter: AdapterSection | None) -> Any:
-    from peft import PeftConfig, PeftModel
+def _apply_adapter(model: Any, ref: ModelRef, section: ModelSection, adapter: AdapterSection | None) -> Any:
+    from peft import PeftModel
 
-    config = PeftConfig.from_pretrained(path)
-    if config.is_prompt_learning:  # peft can neither merge nor re-train a soft prompt
+    assert ref.adapter is not None
+    path = str(ref.adapter.folder)
+    if ref.adapter.soft_prompt:  # peft can neither merge nor re-train a soft prompt
         raise UserError(
-            f"{section.name_or_path} is a soft prompt ({config.peft_type.value}): it cannot be "
+            f"{section.name_or_path} is a soft prompt ({ref.adapter.peft_type}): it cannot be "
             "merged or trained further; set model.name_or_path to its base and train a new one"
         )
     if adapter is not None and adapter.existing == "continue":

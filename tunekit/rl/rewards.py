@@ -70,7 +70,8 @@ def _checked(function: Callable[..., Any], spec: str) -> Reward:
 
 def _classifier(section: RewardSourceSection, device: str) -> Reward:
     """The logit of one label of a sequence classifier (e.g. a toxicity model's non-toxic class)."""
-    from tunekit.rl.scoring import load_classifier, score_texts, sequence_text
+    from tunekit.data.chat import render_sequence
+    from tunekit.rl.scoring import load_classifier, score_texts
 
     name = section.reward_model or ""
     model, tokenizer = load_classifier(name)
@@ -79,7 +80,9 @@ def _classifier(section: RewardSourceSection, device: str) -> Reward:
     only_completion = section.reward_input == "completion"
 
     def call(prompts: list[Any], completions: list[str]) -> list[float]:
-        texts = completions if only_completion else [sequence_text(tokenizer, p, c) for p, c in zip(prompts, completions)]
+        texts = completions if only_completion else [
+            render_sequence(tokenizer, p, c).text for p, c in zip(prompts, completions)
+        ]
         return score_texts(model, tokenizer, texts, label=index)
 
     return call

@@ -16,13 +16,8 @@ import torch
 from torch import nn
 
 from tunekit.config.schema import RewardSourceSection
+from tunekit.data.chat import render_prompt
 from tunekit.rl.ppo_math import entropy_from_logits
-
-
-def prompt_text(tokenizer: Any, prompt: Any) -> str:
-    if isinstance(prompt, list):
-        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    return prompt
 
 
 @dataclass
@@ -58,11 +53,10 @@ def stop_ids(model: Any, tokenizer: Any) -> list[int]:
 @torch.no_grad()
 def sample(model: Any, tokenizer: Any, prompts: list[Any], settings: RewardSourceSection, max_prompt: int) -> Batch:
     """Generate one response per prompt with the recipe's sampling settings."""
-    texts = [prompt_text(tokenizer, p) for p in prompts]
+    rendered = [render_prompt(tokenizer, p) for p in prompts]
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"  # keep the end of long prompts
-    # Chat templates carry their own special tokens; plain strings get the tokenizer's (e.g. BOS).
-    encoded = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt,
-                        add_special_tokens=not isinstance(prompts[0], list)).to(model.device)
+    encoded = tokenizer([r.text for r in rendered], return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_prompt, add_special_tokens=rendered[0].special_tokens).to(model.device)
     stops = stop_ids(model, tokenizer)
     output = model.generate(
         **encoded, do_sample=True, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,

@@ -4,8 +4,7 @@
     >>> score(model, tokenizer, ["Reverse the words: a b"], ["b a"])  # doctest: +SKIP
     [1.73]
 
-Sequences are built as trl's RewardTrainer builds them: the chat template over prompt + completion
-for message lists, else the strings joined and EOS appended.
+Sequences are built as trl's RewardTrainer builds them (tunekit.data.chat.render_sequence).
 """
 
 from __future__ import annotations
@@ -14,26 +13,28 @@ from typing import Any
 
 import torch
 
+from tunekit.data.chat import render_sequence
 from tunekit.errors import UserError
-from tunekit.models.loading import adapter_base, resolve_model_path
+from tunekit.models.refs import resolve
 
 
 def load_classifier(name: str) -> tuple[Any, Any]:
     """A sequence-classification model (full, or a LoRA adapter on its recorded base) and its tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    path = resolve_model_path(name)
-    base = adapter_base(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    ref = resolve(name, build=True, download=True)
+    tokenizer = AutoTokenizer.from_pretrained(ref.tokenizer_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if base is None:
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+    if ref.adapter is None:
+        model = AutoModelForSequenceClassification.from_pretrained(ref.path)
     else:
         from peft import PeftModel
 
-        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, pad_token_id=tokenizer.pad_token_id)
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        model = AutoModelForSequenceClassification.from_pretrained(
+            ref.base.path, num_labels=1, pad_token_id=tokenizer.pad_token_id
+        )
+        model = PeftModel.from_pretrained(model, str(ref.adapter.folder)).merge_and_unload()
     return model.eval(), tokenizer
 
 
@@ -47,20 +48,10 @@ def load_reward_model(name: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def sequence_text(tokenizer: Any, prompt: Any, completion: Any) -> str:
-    if isinstance(prompt, list) or isinstance(completion, list):
-        prompt = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        completion = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
-        return tokenizer.apply_chat_template(prompt + completion, tokenize=False)
-    text = prompt + completion
-    return text if text.endswith(tokenizer.eos_token or "") else text + (tokenizer.eos_token or "")
-
-
 def score(model: Any, tokenizer: Any, prompts: list[Any], completions: list[Any], batch_size: int = 16) -> list[float]:
-    texts = [sequence_text(tokenizer, p, c) for p, c in zip(prompts, completions)]
-    # Chat templates already carry their special tokens; plain strings get the tokenizer's (e.g. BOS).
-    special = not (prompts and isinstance(prompts[0], list))
-    return score_texts(model, tokenizer, texts, special=special, batch_size=batch_size)
+    rendered = [render_sequence(tokenizer, p, c) for p, c in zip(prompts, completions)]
+    special = rendered[0].special_tokens if rendered else True
+    return score_texts(model, tokenizer, [r.text for r in rendered], special=special, batch_size=batch_size)
 
 
 @torch.no_grad()

@@ -15,24 +15,12 @@ from typing import Any
 
 import torch
 
-
-def _ids(tokenizer: Any, prompt: Any, completion: Any) -> tuple[list[int], list[int]]:
-    if isinstance(prompt, list):
-        head = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)
-        full = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)
-        head_ids, full_ids = list(head["input_ids"]), list(full["input_ids"])
-    else:
-        head_ids = tokenizer(prompt)["input_ids"]
-        full_ids = tokenizer(prompt + completion + (tokenizer.eos_token or ""))["input_ids"]
-    shared = 0
-    while shared < min(len(head_ids), len(full_ids)) and head_ids[shared] == full_ids[shared]:
-        shared += 1
-    return full_ids[:shared], full_ids[shared:]
+from tunekit.data.chat import split_ids
 
 
 @torch.no_grad()
 def mean_logprob(model: Any, tokenizer: Any, prompt: Any, completion: Any) -> float:
-    prompt_ids, completion_ids = _ids(tokenizer, prompt, completion)
+    prompt_ids, completion_ids = split_ids(tokenizer, prompt, completion)
     if not completion_ids:
         return 0.0
     ids = torch.tensor([prompt_ids + completion_ids], device=model.device)

@@ -42,14 +42,6 @@ SHUTDOWN_TIMEOUT_S = 600
 Launcher = Callable[[list[str], dict[str, str]], int]  # (command, environment) -> exit code
 
 
-class Launched(Exception):
-    """The run took place in launched processes; the command that launched them exits with `code`."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(f"launched processes exited with code {code}")
-        self.code = code
-
-
 def config_names() -> list[str]:
     """The accelerate configs shipped inside the package (`--accelerate-config NAME`)."""
     return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
@@ -154,8 +146,9 @@ def relaunch(
     num_processes: int | None,
     accelerate_config: str | None,
     launcher: Launcher | None = None,
-) -> None:
-    """Run `tunekit ARGS` under accelerate launch and raise `Launched` with its exit code."""
+) -> int:
+    """Run `tunekit ARGS` under accelerate launch and wait; the exit code of the launch (rank 0's own
+    when it recorded one)."""
     if inside_launch():
         raise UserError(
             "--num-processes / --accelerate-config start processes, and this one was already started "
@@ -175,7 +168,7 @@ def relaunch(
     exit_file = Path(name)
     try:
         code = (launcher or run_launcher)(command, launch_env(os.environ, exit_file))
-        raise Launched(chosen_exit_code(code, read_exit_file(exit_file)))
+        return chosen_exit_code(code, read_exit_file(exit_file))
     finally:
         exit_file.unlink(missing_ok=True)
 

@@ -1,4 +1,4 @@
-"""The run folder every training command writes, as PRODUCT.md describes it.
+"""The run folder every training command writes (the README's "run folder" table is the contract).
 
     output_dir/
       recipe.yaml     the validated recipe as it ran, every default spelled out
@@ -23,16 +23,6 @@ from typing import Any
 from tunekit.config import Recipe, dump_recipe
 from tunekit.errors import UserError
 
-SUMMARY_KEYS = (
-    "method",
-    "adapter",
-    "total_parameters",
-    "trainable_parameters",
-    "steps",
-    "runtime_seconds",
-    "train_loss",
-)
-
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -43,8 +33,6 @@ class RunOptions:
     force: bool = False  # resume from a checkpoint made by a different recipe
     num_processes: int | None = None  # run under `accelerate launch` with this many processes
     accelerate_config: str | None = None  # packaged config name or path (tunekit.train.launch)
-    # The tunekit command line the launched processes run: the same, without the launch flags.
-    launch_args: tuple[str, ...] = ()
 
 
 def check_run_dir(recipe: Recipe, overwrite: bool, resume: bool = False) -> Path:
@@ -78,18 +66,7 @@ def prepare_run_dir(recipe: Recipe, overwrite: bool, resume: bool = False) -> Pa
 
 def append_metrics(out: Path, record: dict[str, Any]) -> None:
     with (out / "metrics.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(_finite(record)) + "\n")
-
-
-def write_summary(out: Path, summary: dict[str, Any]) -> None:
-    """summary.json, with what the run ran on (tunekit.doctor.environment) under `environment`."""
-    from tunekit.doctor import environment
-
-    missing = [key for key in SUMMARY_KEYS if key not in summary]
-    if missing:
-        raise AssertionError(f"summary.json lacks {missing}")  # a bug of ours, not the user's
-    summary = {**summary, "environment": environment()}
-    write_atomically(out / "summary.json", json.dumps(_finite(summary), indent=2) + "\n")
+        handle.write(json.dumps(finite(record)) + "\n")
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -99,6 +76,6 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _finite(record: dict[str, Any]) -> dict[str, Any]:
+def finite(record: dict[str, Any]) -> dict[str, Any]:
     """JSON has no NaN/inf: write them as null rather than produce a file other tools reject."""
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}

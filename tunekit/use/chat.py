@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tunekit.data.chat import Messages, Prompt, render_prompt
 from tunekit.errors import UserError
-from tunekit.use.generate import Decoding, Messages, Prompt, generate, render_prompt
+from tunekit.use.generate import Decoding, generate
 
 HELP = """commands:
   /reset            forget the conversation (the system prompt stays)

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunekit.data.chat import Messages, render_prompt
 from tunekit.data.formats import FORMATS, check_rows, normalised_kind, resolve_format
 from tunekit.data.sources import read_rows
 from tunekit.errors import UserError
-from tunekit.use.generate import Decoding, Messages, cache_keeps_prefix, generate, render_prompt
+from tunekit.use.generate import Decoding, cache_keeps_prefix, generate
 
 DEMO_SEPARATOR = "\n\n"  # between text demonstrations, and between the last one and the prompt
 MAX_NEW_TOKENS_MARGIN = 16  # default max_new_tokens: the longest reference completion plus this

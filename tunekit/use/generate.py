@@ -1,10 +1,11 @@
 """Decode text: greedy, sampling (temperature, top-k, top-p), beam search, stop strings, seeds.
 
     $ tunekit generate tiny:llama --prompt "Reverse the words: red green blue" --max-new-tokens 8
+    >>> from tunekit.data.chat import render_prompt
     >>> from tunekit.use.load import load, resolve_reference
-    >>> loaded = load(resolve_reference("tiny:llama"))                              # doctest: +SKIP
-    >>> prompt = render_prompt(loaded.tokenizer, "Reverse the words: red green blue")  # doctest: +SKIP
-    >>> generate(loaded, [prompt], Decoding(max_new_tokens=8))[0].text              # doctest: +SKIP
+    >>> loaded = load(resolve_reference("tiny:llama"))  # doctest: +SKIP
+    >>> prompt = render_prompt(loaded.tokenizer, "Reverse the words: red green", chat_template=True)  # doctest: +SKIP
+    >>> generate(loaded, [prompt], Decoding(max_new_tokens=8))[0].text  # doctest: +SKIP
 
 Greedy unless sampling is asked for; a temperature, top-k or top-p turns sampling on, and temperature
 0 is greedy. Everything else the model's own generation_config sets (end-of-turn ids, no-repeat
@@ -18,11 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from tunekit.data.chat import Messages, Prompt
 from tunekit.data.formats import RowError, check_messages, prompt_part
 from tunekit.data.sources import read_rows
 from tunekit.errors import DataError, UserError
 
-Messages = list[dict[str, str]]
 SAMPLING = ("temperature", "top_k", "top_p")  # setting any of these turns sampling on
 
 
@@ -138,27 +139,6 @@ def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1].encode().decode("unicode_escape")
     return value
-
-
-@dataclass(frozen=True)
-class Prompt:
-    text: str  # what the model reads: the chat template already applied, when it was
-    special_tokens: bool  # add the tokenizer's BOS/EOS; a rendered chat template carries its own
-
-
-def render_prompt(
-    tokenizer: Any, prompt: str | Messages, chat_template: bool = True, system: str | None = None
-) -> Prompt:
-    """A user's prompt (text, or chat messages) as the model should read it."""
-    if isinstance(prompt, str) and not (chat_template and tokenizer.chat_template):
-        return Prompt(prompt if system is None else f"{system}\n\n{prompt}", special_tokens=True)
-    if not tokenizer.chat_template:
-        raise UserError("this model's tokenizer has no chat template, so prompts as chat messages cannot be rendered")
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    if system is not None and not any(m["role"] == "system" for m in messages):
-        messages.insert(0, {"role": "system", "content": system})
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return Prompt(text, special_tokens=False)
 
 
 @dataclass

@@ -30,7 +30,8 @@ import torch
 
 from tunekit.config.schema import ModelSection
 from tunekit.errors import UserError
-from tunekit.use.load import Reference, attach_adapter, load_model, load_tokenizer_for, resolve_reference
+from tunekit.models.refs import ModelRef
+from tunekit.use.load import trained_section, attach_adapter, load_base, load_tokenizer_for, resolve_reference
 from tunekit.models.loading import from_pretrained_or_explain
 
 PROBES = (
@@ -116,7 +117,7 @@ def merge(
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
         raise UserError(f"{output} already exists and is not empty; pass --overwrite to replace it")
     ref = _adapter_ref(adapter, base)
-    if output.resolve() in (Path(ref.base).resolve(), Path(adapter).resolve()):
+    if output.resolve() in (Path(ref.base.path).resolve(), ref.adapter.folder):
         raise UserError(f"{output} is the adapter or its base; write the merged model to a new folder")
     dtype = _merge_dtype(ref, dtype, report)
     model, tokenizer, probe = _probe(ref, dtype)
@@ -135,7 +136,7 @@ def merge(
         if check.problems():
             raise MergeCheckFailed(check)
         (staging / CHECK_FILE).write_text(
-            json.dumps({"adapter": str(Path(adapter).resolve()), "base": ref.base, **asdict(check)}, indent=2) + "\n",
+            json.dumps({"adapter": str(ref.adapter.folder), "base": ref.base.path, **asdict(check)}, indent=2) + "\n",
             encoding="utf-8",
         )
         if output.is_dir():
@@ -168,40 +169,40 @@ def check_merged(
     return check
 
 
-def _adapter_ref(adapter: str | Path, base: str | None) -> Reference:
+def _adapter_ref(adapter: str | Path, base: str | None) -> ModelRef:
     folder = Path(adapter).expanduser()
     if not folder.is_dir():
         raise UserError(f"adapter folder not found: {adapter}")
     ref = resolve_reference(base, folder) if base else resolve_reference(str(folder))
     if ref.adapter is None:
         raise UserError(f"{adapter} holds a full model, not an adapter: there is nothing to merge")
-    if ref.soft_prompt:
+    if ref.adapter.soft_prompt:
         raise UserError(
-            f"{adapter} is a {ref.peft_type} adapter (a soft prompt): it adds virtual tokens, not weights, so "
-            f"there is nothing to merge; use it as it is: tunekit generate {ref.base} --adapter {adapter}"
+            f"{adapter} is a {ref.adapter.peft_type} adapter (a soft prompt): it adds virtual tokens, not weights, so "
+            f"there is nothing to merge; use it as it is: tunekit generate {ref.base.name} --adapter {adapter}"
         )
     return ref
 
 
-def _merge_dtype(ref: Reference, dtype: str, report: Callable[[str], None]) -> str:
+def _merge_dtype(ref: ModelRef, dtype: str, report: Callable[[str], None]) -> str:
     """`auto` is the dtype the base was saved in (fp32 when it records none)."""
     if dtype == "auto":
         from transformers import AutoConfig
 
-        config = from_pretrained_or_explain(AutoConfig, ref.base, ModelSection(name_or_path=ref.base))
+        config = from_pretrained_or_explain(AutoConfig, ref.base.path, ModelSection(name_or_path=ref.base.path))
         dtype = DTYPE_NAMES.get(getattr(config, "dtype", None), "fp32")
-    trained = ref.trained_as
+    trained = trained_section(ref)
     quantized = trained is not None and trained.quantization != "none"
     note = ""
     if quantized:
         note = f" (the run trained it on a {trained.quantization} base: merging into full {dtype} weights instead)"
-    report(f"merging {ref.peft_type} adapter {ref.adapter} into {ref.base} in {dtype}{note}")
+    report(f"merging {ref.adapter.peft_type} adapter {ref.adapter.folder} into {ref.base.path} in {dtype}{note}")
     return dtype
 
 
-def _probe(ref: Reference, dtype: str) -> tuple[Any, Any, _Probe]:
-    section = ModelSection(name_or_path=ref.base, dtype=dtype)
-    base, is_seq2seq = load_model(ref, section)
+def _probe(ref: ModelRef, dtype: str) -> tuple[Any, Any, _Probe]:
+    section = ModelSection(name_or_path=ref.base.path, dtype=dtype)
+    base, is_seq2seq = load_base(ref, section)
     model = attach_adapter(base, ref)
     model.eval()
     tokenizer = load_tokenizer_for(ref, section)
@@ -243,7 +244,7 @@ def _compare(probe: _Probe, merged_dir: Path, dtype: str, tolerance: float | Non
     ref = resolve_reference(str(merged_dir))
     if ref.adapter is not None:
         raise UserError(f"{merged_dir} holds an adapter, not a merged model")
-    merged, _ = load_model(ref, ModelSection(name_or_path=ref.base, dtype=dtype))
+    merged, _ = load_base(ref, ModelSection(name_or_path=ref.base.path, dtype=dtype))
     merged.eval()
     logits = _logits(merged, probe.inputs, probe.is_seq2seq)
     diff = max(float((a - b).abs().max()) for a, b in zip(logits, probe.adapter_logits))
