@@ -22,8 +22,8 @@ from pathlib import Path
 from sft_throughput import build_model
 
 from tunekit.config import validate
-from tunekit.train.pipeline import run_recipe
 from tunekit.quiet import quiet_libraries
+from tunekit.train.pipeline import run_recipe
 from tunekit.train.rundir import RunOptions
 
 WORDS = (Path(__file__).resolve().parents[1] / "tunekit" / "datasets" / "words.txt").read_text().split()
@@ -36,7 +36,9 @@ def write_rows(path: Path, n: int, seed: int = 0) -> Path:
         for _ in range(n):
             prompt = " ".join(rng.choices(WORDS, k=rng.randint(2, 20)))
             length = min(200, max(1, int(rng.lognormvariate(3.2, 0.9))))
-            handle.write(json.dumps({"prompt": prompt, "completion": " " + " ".join(rng.choices(WORDS, k=length))}) + "\n")
+            handle.write(
+                json.dumps({"prompt": prompt, "completion": " " + " ".join(rng.choices(WORDS, k=length))}) + "\n"
+            )
     return path
 
 
@@ -67,7 +69,10 @@ def main() -> None:
         for round_ in range(args.rounds):
             results["padded"].append(run(model, data, False, args.padded_batch, args.steps, Path(tmp) / "padded"))
             results["packed"].append(run(model, data, True, args.packed_batch, args.steps, Path(tmp) / "packed"))
-            print(f"round {round_ + 1}: padded {results['padded'][-1]:,.0f} tok/s, packed {results['packed'][-1]:,.0f} tok/s")
+            print(
+                f"round {round_ + 1}: padded {results['padded'][-1]:,.0f} tok/s, "
+                f"packed {results['packed'][-1]:,.0f} tok/s"
+            )
     padded, packed = statistics.median(results["padded"]), statistics.median(results["packed"])
     print(f"median real tokens/s: padded {padded:,.0f}, packed {packed:,.0f}, speed-up {packed / padded:.2f}x")
 

@@ -15,14 +15,19 @@ import time
 from pathlib import Path
 
 from tunekit.config import validate
-from tunekit.train.pipeline import run_recipe
-from tunekit.quiet import quiet_libraries
-from tunekit.train.rundir import RunOptions
 from tunekit.models.tiny import build_tiny_model, tiny_config
+from tunekit.quiet import quiet_libraries
+from tunekit.train.pipeline import run_recipe
+from tunekit.train.rundir import RunOptions
 
 # A bigger sibling of tiny:llama (4 layers, 256 wide, ~3.5M parameters) so a step is real work.
-WIDER = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 8,
-         "num_key_value_heads": 4}
+WIDER = {
+    "hidden_size": 256,
+    "intermediate_size": 688,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+}
 
 
 def build_model(folder: Path) -> Path:
@@ -64,9 +69,21 @@ def run_trl(model: Path, steps: int, out: Path) -> float:
     split = data.train_test_split(test_size=0.1, seed=0)
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(model),
-        args=SFTConfig(output_dir=str(out), learning_rate=1e-3, max_steps=steps, per_device_train_batch_size=16,
-                       logging_steps=25, seed=0, max_length=64, assistant_only_loss=True, bf16=False,
-                       activation_checkpointing=False, report_to="none", save_strategy="no", disable_tqdm=True),
+        args=SFTConfig(
+            output_dir=str(out),
+            learning_rate=1e-3,
+            max_steps=steps,
+            per_device_train_batch_size=16,
+            logging_steps=25,
+            seed=0,
+            max_length=64,
+            assistant_only_loss=True,
+            bf16=False,
+            activation_checkpointing=False,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+        ),
         train_dataset=split["train"],
         processing_class=AutoTokenizer.from_pretrained(model),
     )
@@ -88,7 +105,9 @@ def main() -> None:
         for round_ in range(args.rounds):
             results["trl"].append(run_trl(model, args.steps, Path(tmp) / "trl"))
             results["tunekit"].append(run_tunekit(model, args.steps, Path(tmp) / "tunekit"))
-            print(f"round {round_ + 1}: trl {results['trl'][-1]:,.0f} tok/s, tunekit {results['tunekit'][-1]:,.0f} tok/s")
+            print(
+                f"round {round_ + 1}: trl {results['trl'][-1]:,.0f} tok/s, tunekit {results['tunekit'][-1]:,.0f} tok/s"
+            )
     trl_median, ours = statistics.median(results["trl"]), statistics.median(results["tunekit"])
     print(f"median: trl {trl_median:,.0f} tok/s, tunekit {ours:,.0f} tok/s, ratio {ours / trl_median:.3f}")
 

@@ -1,6 +1,6 @@
 """Start-up time of `tunekit --help` against `trl --help` (median of N runs each, interleaved).
 
-    $ python benchmarks/startup.py --runs 10
+$ python benchmarks/startup.py --runs 10
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Regenerate the datasets shipped in tunekit/datasets/ (deterministic).
 
-    $ python scripts/make_builtin_data.py
+$ python scripts/make_builtin_data.py
 """
 
 import json
@@ -43,11 +43,13 @@ def preference_rows(words: list[str]) -> list[dict]:
     for _ in range(2000):
         picked = rng.sample(words, 3)
         prompt = [{"role": "user", "content": f"Reverse the words: {' '.join(picked)}"}]
-        rows.append({
-            "prompt": prompt,
-            "chosen": [{"role": "assistant", "content": " ".join(reversed(picked))}],
-            "rejected": [{"role": "assistant", "content": " ".join(picked)}],
-        })
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": " ".join(reversed(picked))}],
+                "rejected": [{"role": "assistant", "content": " ".join(picked)}],
+            }
+        )
     return rows
 
 

@@ -35,8 +35,11 @@ def test_preference_formats_normalise_to_explicit_pairs(tmp_path: Path) -> None:
     explicit_text = [{"prompt": "a b ->", "chosen": " b a", "rejected": " a b"}] * 4
     implicit_chat = [{"chosen": p["prompt"] + p["chosen"], "rejected": p["prompt"] + p["rejected"]} for p in PAIRS[:4]]
     hh = [{"chosen": "\n\nHuman: a b?\n\nAssistant: b a", "rejected": "\n\nHuman: a b?\n\nAssistant: a b"}] * 4
-    for rows, expected_prompt in ((explicit_text, "a b ->"), (implicit_chat, PAIRS[0]["prompt"]),
-                                  (hh, [{"role": "user", "content": "a b?"}])):
+    for rows, expected_prompt in (
+        (explicit_text, "a b ->"),
+        (implicit_chat, PAIRS[0]["prompt"]),
+        (hh, [{"role": "user", "content": "a b?"}]),
+    ):
         path = write_jsonl(tmp_path / "p.jsonl", rows)
         data = load_data(DataSection(train=str(path), eval_fraction=0), seed=0, method="dpo")
         assert data.format == "preference"
@@ -53,7 +56,11 @@ def test_kto_rows_and_pairs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "rows, method, expected",
     [
-        ([{"prompt": "p", "chosen": "c"}], "dpo", "format prompt does not fit `tunekit dpo`, which needs prompt/chosen/rejected"),
+        (
+            [{"prompt": "p", "chosen": "c"}],
+            "dpo",
+            "format prompt does not fit `tunekit dpo`, which needs prompt/chosen/rejected",
+        ),
         ([{"question": "q", "chosen": "c"}], "dpo", "cannot detect the data format"),
         ([{"prompt": "p", "chosen": "c", "rejected": 3}], "dpo", "row 1: field 'rejected': expected a string"),
         ([{"chosen": "c", "rejected": "r"}], "dpo", "row 1: field 'prompt': missing"),
@@ -90,14 +97,23 @@ def test_dpo_with_lora_needs_no_reference_copy(cli, tmp_path: Path) -> None:
 @pytest.mark.parametrize("existing, adapter", [("merge", "none"), ("continue", "lora")])
 def test_dpo_starts_from_an_sft_adapter(cli, tmp_path: Path, existing: str, adapter: str) -> None:
     sft = write_recipe(
-        tmp_path / "sft.yaml", method="sft", model={"name_or_path": "tiny:llama"}, adapter={"type": "lora", "r": 4},
-        data={"train": "builtin:reversal", "max_length": 64}, training={"learning_rate": 1e-3, "max_steps": 3},
+        tmp_path / "sft.yaml",
+        method="sft",
+        model={"name_or_path": "tiny:llama"},
+        adapter={"type": "lora", "r": 4},
+        data={"train": "builtin:reversal", "max_length": 64},
+        training={"learning_rate": 1e-3, "max_steps": 3},
         output_dir=str(tmp_path / "sft"),
     )
     assert cli("sft", str(sft)).code == 0
     path = write_jsonl(tmp_path / "p.jsonl", PAIRS)
-    dpo = recipe(tmp_path, "dpo", path, model={"name_or_path": str(tmp_path / "sft" / "final")},
-                 adapter={"type": adapter, "r": 4, "existing": existing})
+    dpo = recipe(
+        tmp_path,
+        "dpo",
+        path,
+        model={"name_or_path": str(tmp_path / "sft" / "final")},
+        adapter={"type": adapter, "r": 4, "existing": existing},
+    )
     result = cli("dpo", str(dpo))
     assert result.code == 0, result.err
     summary = json.loads((tmp_path / "run-dpo" / "summary.json").read_text())

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_jsonl
-from tests.conftest import make_lora
+from tests.conftest import make_lora, write_jsonl
 
 FIRST, SECOND = "Reverse the words: apple river stone", "And now: red green blue"
 # A random model answers a chat prompt with special tokens first (decoded to ""): a LoRA-perturbed
@@ -42,8 +41,11 @@ def test_turns_follow_the_chat_template_with_history(cli, monkeypatch, model: Pa
     banner, first, second = result.out.splitlines()[:3]
     assert banner.startswith(f"chatting with {model}") and "sampling (temperature 1" in banner
     assert first == generated(cli, model, "--prompt", FIRST)
-    history = [{"role": "user", "content": FIRST}, {"role": "assistant", "content": first.strip()},
-               {"role": "user", "content": SECOND}]
+    history = [
+        {"role": "user", "content": FIRST},
+        {"role": "assistant", "content": first.strip()},
+        {"role": "user", "content": SECOND},
+    ]
     prompts = write_jsonl(tmp_path / "history.jsonl", [{"prompt": history}])
     assert second == generated(cli, model, "--file", str(prompts))
     assert len(result.out.splitlines()) == 3  # nothing after /exit
@@ -58,8 +60,17 @@ def test_reset_forgets_the_conversation(cli, monkeypatch, model: Path) -> None:
 
 
 def test_set_changes_decoding_and_bad_commands_do_not_end_the_chat(cli, monkeypatch, model: Path) -> None:
-    result = chat(cli, monkeypatch, model, "/set temperature 0", "/set top-k banana", "/frobnicate",
-                  "/set max-new-tokens 3", "/settings", FIRST)
+    result = chat(
+        cli,
+        monkeypatch,
+        model,
+        "/set temperature 0",
+        "/set top-k banana",
+        "/frobnicate",
+        "/set max-new-tokens 3",
+        "/settings",
+        FIRST,
+    )
     assert result.code == 0, result.err
     assert "(greedy, max-new-tokens 8, seed 5)" in result.out
     assert "(greedy, max-new-tokens 3, seed 5)" in result.out

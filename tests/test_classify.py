@@ -21,10 +21,18 @@ TOPICS = [json.loads(line) for line in (ROOT / "tunekit" / "datasets" / "topics.
 SETTINGS = {"none": (100, 2e-3), "lora": (600, 2e-3)}
 
 
-def recipe(tmp_path: Path, adapter: str = "none", rows: list[dict] | None = None, eval_rows: list[dict] | None = None,
-           **extra: object) -> Path:
+def recipe(
+    tmp_path: Path,
+    adapter: str = "none",
+    rows: list[dict] | None = None,
+    eval_rows: list[dict] | None = None,
+    **extra: object,
+) -> Path:
     steps, lr = SETTINGS[adapter]
-    data: dict[str, object] = {"train": str(write_jsonl(tmp_path / "train.jsonl", rows or TOPICS[:320])), "max_length": 32}
+    data: dict[str, object] = {
+        "train": str(write_jsonl(tmp_path / "train.jsonl", rows or TOPICS[:320])),
+        "max_length": 32,
+    }
     data["eval"] = str(write_jsonl(tmp_path / "eval.jsonl", eval_rows or TOPICS[320:]))
     return write_recipe(
         tmp_path / "recipe.yaml",
@@ -96,9 +104,13 @@ def test_encoder_decoder_t5_learns_and_lora_trains_its_head(cli, tmp_path: Path)
     assert result.code == 0, result.err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     # 0.51 -> 0.81 in 100 steps on this CPU
-    assert summary["eval_accuracy_after"] >= 0.7 and summary["eval_accuracy_after"] > summary["eval_accuracy_before"] + 0.2
+    assert (
+        summary["eval_accuracy_after"] >= 0.7 and summary["eval_accuracy_after"] > summary["eval_accuracy_before"] + 0.2
+    )
 
-    lora = cli("classify", str(path), "model.name_or_path=tiny:t5", "adapter.type=lora", "training.max_steps=2", "--overwrite")
+    lora = cli(
+        "classify", str(path), "model.name_or_path=tiny:t5", "adapter.type=lora", "training.max_steps=2", "--overwrite"
+    )
     assert lora.code == 0, lora.err
     from safetensors.torch import load_file
 
@@ -118,9 +130,12 @@ def test_explicit_label_order(cli, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("row", "problem"),
-    [({"text": "a lone tiger"}, "missing"), ({"text": "a lone tiger", "label": ""}, "empty"),
-     ({"text": "a lone tiger", "label": True}, "expected a class name or an integer"),
-     ({"text": "", "label": "animal"}, "field 'text': empty")],
+    [
+        ({"text": "a lone tiger"}, "missing"),
+        ({"text": "a lone tiger", "label": ""}, "empty"),
+        ({"text": "a lone tiger", "label": True}, "expected a class name or an integer"),
+        ({"text": "", "label": "animal"}, "field 'text': empty"),
+    ],
 )
 def test_bad_rows_exit_2_naming_file_row_and_field(cli, tmp_path: Path, row: dict, problem: str) -> None:
     rows = TOPICS[:5] + [row] + TOPICS[5:40]

@@ -60,7 +60,13 @@ print("HEAVY=" + ",".join(heavy), file=sys.stderr)
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["validate", "recipes/quickstart.yaml"], ["recipes", "list"], ["tiny-model", "--help"], ["sft", "--help"]],
+    [
+        ["--help"],
+        ["validate", "recipes/quickstart.yaml"],
+        ["recipes", "list"],
+        ["tiny-model", "--help"],
+        ["sft", "--help"],
+    ],
     ids=lambda a: " ".join(a),
 )
 def test_light_commands_do_not_import_torch(args: list[str]) -> None:
@@ -96,7 +102,10 @@ def test_unexpected_failure_exits_1_without_traceback(cli, monkeypatch, tmp_path
 def test_debug_shows_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "tunekit", "validate", str(tmp_path / "missing.yaml")],
-        capture_output=True, text=True, env={**__import__("os").environ, "TUNEKIT_DEBUG": "1"}, timeout=120,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "TUNEKIT_DEBUG": "1"},
+        timeout=120,
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "RecipeError" in proc.stderr
 

@@ -38,7 +38,7 @@ def test_unknown_key_names_path_line_and_suggestion(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, text))
     assert "unknown key training.learing_rate" in message
     assert "did you mean 'learning_rate'?" in message
-    line = text.splitlines().index(next(l for l in text.splitlines() if "learing_rate" in l)) + 1
+    line = text.splitlines().index(next(row for row in text.splitlines() if "learing_rate" in row)) + 1
     assert f"(line {line})" in message
 
 

@@ -18,9 +18,7 @@ PAIRS = reversal_pairs(12, seed=3)
 EXAMPLES = {
     "text": [{"text": f"{p} -> {c}"} for p, c in PAIRS],
     "prompt_completion": [{"prompt": p, "completion": c} for p, c in PAIRS],
-    "messages": [
-        {"messages": [{"role": "system", "content": "Be brief."}, *r["messages"]]} for r in chat_rows(PAIRS)
-    ],
+    "messages": [{"messages": [{"role": "system", "content": "Be brief."}, *r["messages"]]} for r in chat_rows(PAIRS)],
     "alpaca": [{"instruction": "Reverse the words.", "input": p.split(": ")[1], "output": c} for p, c in PAIRS],
     "sharegpt": [{"conversations": [{"from": "human", "value": p}, {"from": "gpt", "value": c}]} for p, c in PAIRS],
 }
@@ -84,7 +82,10 @@ def test_csv_parquet_json_and_disk_sources(tmp_path: Path) -> None:
     "rows, expected",
     [
         ([{"prompt": "a", "completion": "b"}, {"prompt": "c"}], "row 2: field 'completion': missing"),
-        ([{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": 3}], "row 2: field 'completion': expected a string"),
+        (
+            [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": 3}],
+            "row 2: field 'completion': expected a string",
+        ),
         (
             [{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "x"}]}],
             "row 1: field 'messages[1].role': 'bot' is not one of",
@@ -125,8 +126,12 @@ def test_missing_file_and_offline_hub_dataset(tmp_path: Path) -> None:
 def test_sft_bad_data_exits_2_before_writing_the_run_folder(cli, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "c"}])
     recipe = write_recipe(
-        tmp_path / "r.yaml", method="sft", model={"name_or_path": "tiny:llama"}, data={"train": str(data)},
-        training={"learning_rate": 1e-3, "max_steps": 2}, output_dir=str(tmp_path / "run"),
+        tmp_path / "r.yaml",
+        method="sft",
+        model={"name_or_path": "tiny:llama"},
+        data={"train": str(data)},
+        training={"learning_rate": 1e-3, "max_steps": 2},
+        output_dir=str(tmp_path / "run"),
     )
     result = cli("sft", str(recipe))
     assert result.code == 2 and f"{data}, row 2: field 'completion': missing" in result.err
@@ -161,7 +166,9 @@ def test_preview_masks_match_trl_labels_for_prompt_completion() -> None:
     rows = EXAMPLES["prompt_completion"][:4]
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(path),
-        args=SFTConfig(output_dir="/tmp/unused", report_to="none", max_steps=1, bf16=False, activation_checkpointing=False),
+        args=SFTConfig(
+            output_dir="/tmp/unused", report_to="none", max_steps=1, bf16=False, activation_checkpointing=False
+        ),
         train_dataset=Dataset.from_list(rows),
         processing_class=AutoTokenizer.from_pretrained(path),
     )

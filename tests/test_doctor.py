@@ -68,8 +68,9 @@ def test_import_does_not_import_torch() -> None:
 def test_plain_output_has_no_bitsandbytes_log_lines() -> None:
     # A fresh process: in this one bitsandbytes may already be imported, and it logs only on import.
     env = {k: v for k, v in os.environ.items() if k != "TUNEKIT_DEBUG"}
-    proc = subprocess.run([sys.executable, "-m", "tunekit", "doctor"], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunekit", "doctor"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "bitsandbytes" in proc.stdout and "transformers" in proc.stdout
     for chatter in ("gemm_4bit", "kernels-community", "DeprecationWarning", "UserWarning"):
@@ -87,7 +88,9 @@ def test_captured_output_collects_and_restores(capsys) -> None:
         print("hello from an import")
     assert capsys.readouterr().out == "" and capsys.readouterr().err == ""
     assert [m["message"] for m in messages] == [
-        "tunekit-test-chatty.sub: loaded slowly", "DeprecationWarning: old API", "hello from an import"
+        "tunekit-test-chatty.sub: loaded slowly",
+        "DeprecationWarning: old API",
+        "hello from an import",
     ]
     assert logger.level == logging.ERROR and logger.propagate and not logger.handlers
     assert warnings.filters == filters

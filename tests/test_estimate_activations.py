@@ -25,11 +25,26 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "gpt_neox": dict(model_type="gpt_neox", **LAYER),
     "phi": dict(model_type="phi", **LAYER),
     "bloom": {"model_type": "bloom", "hidden_size": 64, "n_layer": 2, "n_head": 4},
-    "opt": {"model_type": "opt", "hidden_size": 64, "ffn_dim": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
-                "max_position_embeddings": 128},
-    "bart": {"model_type": "bart", "d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
-                 "decoder_attention_heads": 4, "encoder_ffn_dim": 160, "decoder_ffn_dim": 160, "max_position_embeddings": 128,
-                 "decoder_start_token_id": 0},
+    "opt": {
+        "model_type": "opt",
+        "hidden_size": 64,
+        "ffn_dim": 160,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 128,
+    },
+    "bart": {
+        "model_type": "bart",
+        "d_model": 64,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 160,
+        "decoder_ffn_dim": 160,
+        "max_position_embeddings": 128,
+        "decoder_start_token_id": 0,
+    },
 }
 
 
@@ -54,24 +69,31 @@ def test_saved_activations_of_every_family(family: str, dtype: str) -> None:
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "t5", "bert"])
-@pytest.mark.parametrize("fields", [
-    {"method": "full", "dtype": "fp32"},
-    {"method": "lora", "dtype": "fp32", "lora_dropout": 0.0},
-    {"method": "lora", "dtype": "bf16", "lora_dropout": 0.1},
-    {"method": "qlora", "dtype": "int4", "lora_dropout": 0.0},
-], ids=["full", "lora", "lora-dropout-bf16", "qlora"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"method": "full", "dtype": "fp32"},
+        {"method": "lora", "dtype": "fp32", "lora_dropout": 0.0},
+        {"method": "lora", "dtype": "bf16", "lora_dropout": 0.1},
+        {"method": "qlora", "dtype": "int4", "lora_dropout": 0.0},
+    ],
+    ids=["full", "lora", "lora-dropout-bf16", "qlora"],
+)
 def test_saved_activations_of_the_tiny_models(arch: str, fields: dict[str, Any]) -> None:
     """The tiny models train with their default dropout (CPU dropout keeps a copy, not a bool mask)."""
     check(tiny_config(arch), Setup(batch_size=2, seq_len=32, device="cpu", **fields), 0.07)
 
 
-@pytest.mark.parametrize("fields", [
-    {"method": "full", "dtype": "fp32", "attention": "eager"},
-    {"method": "full", "dtype": "fp16"},
-    {"method": "prompt-tuning", "dtype": "fp32"},
-    {"method": "prefix-tuning", "dtype": "fp32"},
-    {"method": "full", "dtype": "bf16", "padded": False},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"method": "full", "dtype": "fp32", "attention": "eager"},
+        {"method": "full", "dtype": "fp16"},
+        {"method": "prompt-tuning", "dtype": "fp32"},
+        {"method": "prefix-tuning", "dtype": "fp32"},
+        {"method": "full", "dtype": "bf16", "padded": False},
+    ],
+)
 def test_saved_activations_of_llama_variants(fields: dict[str, Any]) -> None:
     check(tiny_config("llama"), Setup(batch_size=2, seq_len=48, device="cpu", **fields), 0.05)
 

@@ -49,7 +49,8 @@ def run(capsys: pytest.CaptureFixture[str]):
 
 def recipe(tmp_path: Path, **training: object) -> Path:
     return write_recipe(
-        tmp_path / "r.yaml", method="sft",
+        tmp_path / "r.yaml",
+        method="sft",
         model={"name_or_path": "tiny:llama", "dtype": "bf16"},
         adapter={"type": "lora", "r": 4, "target_modules": ["q_proj", "v_proj"]},
         data={"train": "builtin:reversal", "max_length": 64},
@@ -132,17 +133,20 @@ def test_every_shipped_recipe_estimates_offline(run, path: Path) -> None:
     assert json.loads(result.out)["estimates"]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("lama-3-8b",), "closest presets: llama-3-8b"),
-    (("some-org/not-a-model",), "cannot get config.json of 'some-org/not-a-model'"),
-    (("gpt2", "--batch-size", "0"), "--batch-size must be at least 1"),
-    (("gpt2", "--method", "lora", "--lora-r", "0"), "--lora-r must be at least 1"),
-    (("gpt2", "--num-gpus", "4"), "more GPUs than --sharding none allows"),
-    (("gpt2", "--method", "lorra"), "did you mean 'lora'"),
-    (("gpt2", "--dtype", "int3"), "--dtype 'int3' is not one of"),
-    (("gpt2", "--method", "lora", "--lora-targets", "q_proj"), "'q_proj' matches no linear layer of gpt2"),
-    (("gpt2", "--json", "--measure"), "--json prints the estimate object only"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("lama-3-8b",), "closest presets: llama-3-8b"),
+        (("some-org/not-a-model",), "cannot get config.json of 'some-org/not-a-model'"),
+        (("gpt2", "--batch-size", "0"), "--batch-size must be at least 1"),
+        (("gpt2", "--method", "lora", "--lora-r", "0"), "--lora-r must be at least 1"),
+        (("gpt2", "--num-gpus", "4"), "more GPUs than --sharding none allows"),
+        (("gpt2", "--method", "lorra"), "did you mean 'lora'"),
+        (("gpt2", "--dtype", "int3"), "--dtype 'int3' is not one of"),
+        (("gpt2", "--method", "lora", "--lora-targets", "q_proj"), "'q_proj' matches no linear layer of gpt2"),
+        (("gpt2", "--json", "--measure"), "--json prints the estimate object only"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(run, args: tuple[str, ...], message: str) -> None:
     result = run("estimate-memory", *args)
     assert result.code == 2
@@ -152,8 +156,17 @@ def test_bad_input_exits_2_with_one_line(run, args: tuple[str, ...], message: st
 
 def test_a_config_lacking_a_field_exits_2_naming_it(run, tmp_path: Path) -> None:
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
-                                "vocab_size": 100, "intermediate_size": 128}))
+    path.write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": 64,
+                "num_attention_heads": 4,
+                "vocab_size": 100,
+                "intermediate_size": 128,
+            }
+        )
+    )
     result = run("estimate-memory", str(path))
     assert result.code == 2
     assert "lacks num_hidden_layers" in result.err
@@ -192,7 +205,9 @@ def test_the_estimate_from_a_preset_imports_no_torch() -> None:
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    ).stdout
     assert "HEAVY []" in out, out
 
 

@@ -51,8 +51,10 @@ def test_mixture_of_experts_counts_active_experts() -> None:
     assert matmul_parameters(mixtral) < mixtral.parameters / 3  # ~13B active of ~47B
 
 
-@pytest.mark.parametrize(("text", "value"), [("2B", 2 * 10**9), ("300M", 3 * 10**8), ("1.5T", 15 * 10**11),
-                                             ("2e9", 2 * 10**9), ("20_000", 20000)])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("2B", 2 * 10**9), ("300M", 3 * 10**8), ("1.5T", 15 * 10**11), ("2e9", 2 * 10**9), ("20_000", 20000)],
+)
 def test_token_counts_parse(text: str, value: int) -> None:
     assert parse_count(text) == value
 

@@ -52,8 +52,9 @@ def _id(arch: str, fields: dict[str, Any]) -> str:
     return f"{arch}-{'-'.join(str(v) for v in fields.values())}"
 
 
-@pytest.mark.parametrize(("index", "arch", "fields"), [(i, *c) for i, c in enumerate(CASES)],
-                         ids=[_id(*c) for c in CASES])
+@pytest.mark.parametrize(
+    ("index", "arch", "fields"), [(i, *c) for i, c in enumerate(CASES)], ids=[_id(*c) for c in CASES]
+)
 def test_terms_are_the_bytes_of_the_real_tensors(index: int, arch: str, fields: dict[str, Any]) -> None:
     from tunekit.estimate.measure import measure
 

@@ -124,15 +124,18 @@ def test_peak_is_not_the_sum_of_the_terms() -> None:
     assert e.total >= e.weights + e.optimizer + e.gradients + e.overhead
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"batch_size": 0}, "--batch-size must be at least 1"),
-    ({"lora_r": 0, "method": "lora"}, "--lora-r must be at least 1"),
-    ({"num_gpus": 4}, "more GPUs than --sharding none allows"),
-    ({"method": "qlora", "dtype": "bf16"}, "qlora trains LoRA over a 4-bit base"),
-    ({"method": "full", "dtype": "int4"}, "cannot train int4 weights"),
-    ({"offload": True}, "--offload needs --sharding"),
-    ({"seq_len": 0}, "--seq-len must be at least 1"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"batch_size": 0}, "--batch-size must be at least 1"),
+        ({"lora_r": 0, "method": "lora"}, "--lora-r must be at least 1"),
+        ({"num_gpus": 4}, "more GPUs than --sharding none allows"),
+        ({"method": "qlora", "dtype": "bf16"}, "qlora trains LoRA over a 4-bit base"),
+        ({"method": "full", "dtype": "int4"}, "cannot train int4 weights"),
+        ({"offload": True}, "--offload needs --sharding"),
+        ({"seq_len": 0}, "--seq-len must be at least 1"),
+    ],
+)
 def test_impossible_settings_are_refused(fields: dict[str, object], message: str) -> None:
     with pytest.raises(UserError, match=message):
         estimate(LLAMA3_8B, Setup(**fields))  # type: ignore[arg-type]

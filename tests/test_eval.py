@@ -17,8 +17,10 @@ DEMOS = reversal_pairs(24, seed=7)[20:]  # four pairs that are not scored
 
 def conversational(pairs: list[tuple[str, str]]) -> list[dict]:
     """trl's conversational prompt/completion rows."""
-    return [{"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": c}]}
-            for p, c in pairs]
+    return [
+        {"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": c}]}
+        for p, c in pairs
+    ]
 
 
 def plain(pairs: list[tuple[str, str]]) -> list[dict]:
@@ -104,8 +106,22 @@ def test_demonstrations_carry_no_loss(cli, tmp_path: Path, rows) -> None:
     data = write_jsonl(tmp_path / "data.jsonl", rows(PAIRS[:4]))
     demos = write_jsonl(tmp_path / "demos.jsonl", rows(DEMOS))
     predictions = tmp_path / "predictions.jsonl"
-    zero, two = run_json(cli, "tiny:llama", "--data", str(data), "--shots", "0", "--shots", "2",
-                         "--shots-from", str(demos), "--predictions", str(predictions), "--max-new-tokens", "4")
+    zero, two = run_json(
+        cli,
+        "tiny:llama",
+        "--data",
+        str(data),
+        "--shots",
+        "0",
+        "--shots",
+        "2",
+        "--shots-from",
+        str(demos),
+        "--predictions",
+        str(predictions),
+        "--max-new-tokens",
+        "4",
+    )
     assert (zero["shots"], two["shots"]) == (0, 2) and zero["num_examples"] == two["num_examples"] == 4
     assert zero["loss_tokens"] == two["loss_tokens"] and zero["loss"] != two["loss"]
     shown = [json.loads(line) for line in predictions.read_text().splitlines()]

@@ -34,16 +34,29 @@ def prompt_args() -> list[str]:
 
 def test_greedy_equals_sampling_with_top_k_1(cli, base: Path) -> None:
     greedy = completions(cli, str(base), *prompt_args(), "--max-new-tokens", "12")
-    top1 = completions(cli, str(base), *prompt_args(), "--max-new-tokens", "12", "--do-sample", "--top-k", "1",
-                       "--temperature", "1.5", "--seed", "3")
+    top1 = completions(
+        cli,
+        str(base),
+        *prompt_args(),
+        "--max-new-tokens",
+        "12",
+        "--do-sample",
+        "--top-k",
+        "1",
+        "--temperature",
+        "1.5",
+        "--seed",
+        "3",
+    )
     assert [c["completion"] for c in greedy] == [c["completion"] for c in top1]
     assert all(c["completion_tokens"] == 12 and c["finish_reason"] == "length" for c in greedy)
 
 
 def test_same_seed_same_sample_and_other_seeds_differ(cli, base: Path) -> None:
     def sample(seed: int) -> list[str]:
-        found = completions(cli, str(base), *prompt_args(), "--max-new-tokens", "12", "--temperature", "1.0",
-                            "--seed", str(seed))
+        found = completions(
+            cli, str(base), *prompt_args(), "--max-new-tokens", "12", "--temperature", "1.0", "--seed", str(seed)
+        )
         return [c["completion"] for c in found]
 
     first, again, other = sample(7), sample(7), sample(8)
@@ -61,17 +74,24 @@ def test_beam_search_returns_the_highest_scoring_beam(cli, base: Path) -> None:
     model, tokenizer = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
     prompt = tokenizer(ours["prompt"], add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        beams = model.generate(prompt, num_beams=4, num_return_sequences=4, max_new_tokens=6, do_sample=False,
-                               pad_token_id=tokenizer.pad_token_id)
+        beams = model.generate(
+            prompt,
+            num_beams=4,
+            num_return_sequences=4,
+            max_new_tokens=6,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
 
         def score(sequence: torch.Tensor) -> float:
             # transformers' beam score: summed log-probability over generated length (length_penalty 1)
-            new = sequence[prompt.shape[1]:]
+            new = sequence[prompt.shape[1] :]
             logits = model(sequence[None]).logits[0, prompt.shape[1] - 1 : -1].log_softmax(-1)
             return float(logits.gather(1, new[:, None]).sum()) / len(new)
 
-        scored = sorted(((score(s), tokenizer.decode(s[prompt.shape[1]:], skip_special_tokens=True)) for s in beams),
-                        reverse=True)
+        scored = sorted(
+            ((score(s), tokenizer.decode(s[prompt.shape[1] :], skip_special_tokens=True)) for s in beams), reverse=True
+        )
     assert len({text for _, text in scored}) > 1
     assert ours["completion"] == scored[0][1]
 
@@ -111,8 +131,9 @@ def test_prompts_from_a_file(cli, base: Path, tmp_path: Path) -> None:
 
 def test_encoder_decoder_model(cli) -> None:
     sampled = ["--temperature", "1", "--seed", "0"]  # greedy, a random T5 repeats its pad token
-    [found] = completions(cli, "tiny:t5", "--prompt", PROMPTS[0], "--max-new-tokens", "5", "--no-chat-template",
-                          *sampled)
+    [found] = completions(
+        cli, "tiny:t5", "--prompt", PROMPTS[0], "--max-new-tokens", "5", "--no-chat-template", *sampled
+    )
     assert found["completion_tokens"] == 5 and found["completion"]
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import chat_rows, reversal_pairs, write_jsonl, write_recipe
-from tunekit.train import launch
 from tunekit.errors import UserError
+from tunekit.train import launch
 
 
 def small_recipe(tmp_path: Path, name: str = "recipe.yaml", **training: object) -> Path:
@@ -52,8 +52,19 @@ def test_build_command_runs_tunekit_as_a_module_under_accelerate() -> None:
     config = launch.resolve_config("fsdp")
     command = launch.build_command(["sft", "r.yaml", "training.max_steps=5", "--resume"], config, 8, python="py")
     assert command == [
-        "py", "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "8",
-        "-m", "tunekit", "sft", "r.yaml", "training.max_steps=5", "--resume",
+        "py",
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--num_processes",
+        "8",
+        "-m",
+        "tunekit",
+        "sft",
+        "r.yaml",
+        "training.max_steps=5",
+        "--resume",
     ]
     kept = launch.build_command(["sft", "r.yaml"], config, None, python="py")
     assert "--num_processes" not in kept  # the config's own count stands
@@ -203,9 +214,22 @@ def test_a_mistake_found_in_the_launched_processes_exits_2_with_one_error_line(t
     recipe = small_recipe(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "LOCAL_RANK", "RANK")}
     done = subprocess.run(
-        [sys.executable, "-m", "tunekit", "sft", str(recipe), "adapter.type=lora",
-         "adapter.target_modules=[no_such_proj]", "--num-processes", "2"],
-        check=False, capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tunekit",
+            "sft",
+            str(recipe),
+            "adapter.type=lora",
+            "adapter.target_modules=[no_such_proj]",
+            "--num-processes",
+            "2",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 2, done.stderr
@@ -253,8 +277,9 @@ def test_different_replicas_fail_the_run_after_summary(cli, monkeypatch: pytest.
 
     scale = fit._scale_figures
     monkeypatch.setattr(
-        fit, "_scale_figures", lambda trainer, setup: {**scale(trainer, setup), "replica_checksums": [1.0, 2.0],
-                                                          "replicas_identical": False},
+        fit,
+        "_scale_figures",
+        lambda trainer, setup: {**scale(trainer, setup), "replica_checksums": [1.0, 2.0], "replicas_identical": False},
     )
     result = cli("sft", str(small_recipe(tmp_path, max_steps=2)))
     assert result.code == 1

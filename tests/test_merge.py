@@ -92,8 +92,11 @@ def test_untrained_adapter_fails_the_check_and_writes_nothing(cli, base: Path, t
 def test_qlora_adapter_is_merged_into_full_precision_weights(cli, adapter: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(adapter, run / "final")
-    recipe = {"method": "sft", "model": {"name_or_path": "tiny:llama", "quantization": "4bit"},
-              "adapter": {"type": "qlora"}}
+    recipe = {
+        "method": "sft",
+        "model": {"name_or_path": "tiny:llama", "quantization": "4bit"},
+        "adapter": {"type": "qlora"},
+    }
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     result = cli("merge", str(run / "final"), str(tmp_path / "merged"), "--dtype", "bf16")
     assert result.code == 0, result.err

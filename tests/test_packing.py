@@ -21,7 +21,10 @@ def variable_rows(n: int, seed: int = 0) -> list[dict]:
     """Prompt/completion rows from 1 to ~30 words: the length spread packing exists for."""
     rng = random.Random(seed)
     return [
-        {"prompt": " ".join(rng.sample(WORDS, rng.randint(1, 8))), "completion": " " + " ".join(rng.sample(WORDS, rng.randint(1, 24)))}
+        {
+            "prompt": " ".join(rng.sample(WORDS, rng.randint(1, 8))),
+            "completion": " " + " ".join(rng.sample(WORDS, rng.randint(1, 24))),
+        }
         for _ in range(n)
     ]
 
@@ -33,13 +36,21 @@ def sft_trainer(tmp_path: Path, arch: str, rows: list[dict], packing: bool, trai
     from tunekit.train.rundir import RunOptions
 
     data = write_jsonl(tmp_path / f"rows-{packing}.jsonl", rows)
-    recipe = parse_recipe({
-        "method": "sft",
-        "model": {"name_or_path": f"tiny:{arch}"},
-        "data": {"train": str(data), "eval_fraction": 0, "max_length": 128, "packing": packing, "train_on": train_on},
-        "training": {"learning_rate": 1e-3, "max_steps": 1},
-        "output_dir": str(tmp_path / f"run-{arch}-{packing}"),
-    })
+    recipe = parse_recipe(
+        {
+            "method": "sft",
+            "model": {"name_or_path": f"tiny:{arch}"},
+            "data": {
+                "train": str(data),
+                "eval_fraction": 0,
+                "max_length": 128,
+                "packing": packing,
+                "train_on": train_on,
+            },
+            "training": {"learning_rate": 1e-3, "max_steps": 1},
+            "output_dir": str(tmp_path / f"run-{arch}-{packing}"),
+        }
+    )
     return build_trainer(load(preflight(recipe, RunOptions(overwrite=True))))
 
 

@@ -42,14 +42,16 @@ def test_clipped_policy_loss() -> None:
     assert clip_fraction.item() == pytest.approx(2 / 3)
     assert approx_kl.item() == pytest.approx(0.5 * float((new**2).mean()))
     # pessimism: a ratio pushed the harmful way is never clipped
-    loss, clip_fraction, _ = ppo_math.policy_loss(torch.log(torch.tensor([[0.5]])), torch.zeros(1, 1),
-                                                  torch.tensor([[1.0]]), torch.ones(1, 1), 0.2)
+    loss, clip_fraction, _ = ppo_math.policy_loss(
+        torch.log(torch.tensor([[0.5]])), torch.zeros(1, 1), torch.tensor([[1.0]]), torch.ones(1, 1), 0.2
+    )
     assert loss.item() == pytest.approx(-0.5) and clip_fraction.item() == 0
 
 
 def test_clipped_value_loss() -> None:
-    loss, fraction = ppo_math.value_loss(torch.tensor([[2.0, 0.1]]), torch.zeros(1, 2), torch.tensor([[0.0, 1.0]]),
-                                         torch.ones(1, 2), cliprange=0.5)
+    loss, fraction = ppo_math.value_loss(
+        torch.tensor([[2.0, 0.1]]), torch.zeros(1, 2), torch.tensor([[0.0, 1.0]]), torch.ones(1, 2), cliprange=0.5
+    )
     # token 0: max((2-0)^2, (0.5-0)^2) = 4; token 1: max((0.1-1)^2, same) = 0.81
     assert loss.item() == pytest.approx(0.5 * (4 + 0.81) / 2) and fraction.item() == 0
 
@@ -102,20 +104,46 @@ def test_reward_rises_with_bounded_kl_and_a_large_kl_coef_holds_the_policy(cli, 
     assert held["kl_last"] < 1.0 and held["kl_last"] < free["kl_last"] / 3, (held, free)
     assert held["eval_reward_after"] < held["eval_reward_before"] + 0.1, held
     records = [json.loads(line) for line in (tmp_path / "free" / "metrics.jsonl").open()]
-    assert {"step", "reward_mean", "reward_std", "kl", "entropy", "policy_loss", "value_loss", "clip_fraction",
-            "approx_kl", "response_length", "kl_coef"} <= set(records[-1])
+    assert {
+        "step",
+        "reward_mean",
+        "reward_std",
+        "kl",
+        "entropy",
+        "policy_loss",
+        "value_loss",
+        "clip_fraction",
+        "approx_kl",
+        "response_length",
+        "kl_coef",
+    } <= set(records[-1])
     samples = [json.loads(line) for line in (tmp_path / "free" / "samples.jsonl").open()]
     assert {s["step"] for s in samples} == {1, 10, 20, 30, 40} and "completion" in samples[0]
 
 
 def test_lora_run_with_a_reward_model_folder_keeps_one_base(cli, tmp_path: Path) -> None:
-    reward = cli("reward", str(ROOT / "recipes" / "tiny" / "reward.yaml"), f"output_dir={tmp_path / 'rm'}",
-                 "training.max_steps=2")
+    reward = cli(
+        "reward",
+        str(ROOT / "recipes" / "tiny" / "reward.yaml"),
+        f"output_dir={tmp_path / 'rm'}",
+        "training.max_steps=2",
+    )
     assert reward.code == 0, reward.err
-    summary = _summary(cli, tmp_path, "lora", "adapter.type=lora", "adapter.r=4", "training.max_steps=2",
-                       "ppo.reward_function=null", f"ppo.reward_model={tmp_path / 'rm' / 'final'}",
-                       "ppo.missing_eos_penalty=1.0", "ppo.kl_estimator=k3", "ppo.target_kl=1.0",
-                       "training.gradient_accumulation_steps=2", "training.batch_size=4")
+    summary = _summary(
+        cli,
+        tmp_path,
+        "lora",
+        "adapter.type=lora",
+        "adapter.r=4",
+        "training.max_steps=2",
+        "ppo.reward_function=null",
+        f"ppo.reward_model={tmp_path / 'rm' / 'final'}",
+        "ppo.missing_eos_penalty=1.0",
+        "ppo.kl_estimator=k3",
+        "ppo.target_kl=1.0",
+        "training.gradient_accumulation_steps=2",
+        "training.batch_size=4",
+    )
     assert 0 < summary["trainable_parameters"] < summary["total_parameters"] and summary["steps"] == 2
     assert (tmp_path / "lora" / "final" / "adapter_config.json").exists()
     assert summary["kl_coef_last"] != 0.05  # the adaptive controller moved it
@@ -128,15 +156,24 @@ def test_classifier_label_as_reward(cli, tmp_path: Path) -> None:
 
     tiny = ensure_tiny("tiny:llama")
     classifier = AutoModelForSequenceClassification.from_pretrained(
-        tiny, num_labels=2, id2label={0: "hateful", 1: "nothate"}, label2id={"hateful": 0, "nothate": 1},
-        pad_token_id=0)
+        tiny, num_labels=2, id2label={0: "hateful", 1: "nothate"}, label2id={"hateful": 0, "nothate": 1}, pad_token_id=0
+    )
     classifier.save_pretrained(tmp_path / "clf")
     AutoTokenizer.from_pretrained(tiny).save_pretrained(tmp_path / "clf")
-    common = ("training.max_steps=1", "ppo.reward_function=null", f"ppo.reward_model={tmp_path / 'clf'}",
-              "ppo.reward_input=completion")
+    common = (
+        "training.max_steps=1",
+        "ppo.reward_function=null",
+        f"ppo.reward_model={tmp_path / 'clf'}",
+        "ppo.reward_input=completion",
+    )
     assert _summary(cli, tmp_path, "clf-run", *common, "ppo.reward_label=nothate")["steps"] == 1
-    wrong = cli("ppo", str(ROOT / "recipes" / "tiny" / "ppo.yaml"), f"output_dir={tmp_path / 'x'}", *common,
-                "ppo.reward_label=toxic")
+    wrong = cli(
+        "ppo",
+        str(ROOT / "recipes" / "tiny" / "ppo.yaml"),
+        f"output_dir={tmp_path / 'x'}",
+        *common,
+        "ppo.reward_label=toxic",
+    )
     assert wrong.code == 2 and "reward_label 'toxic' is not a label" in wrong.err and "nothate" in wrong.err
 
 

@@ -21,7 +21,9 @@ def sentences(name: str) -> list[str]:
     return [json.loads(line)["text"] for line in path.read_text().splitlines()]
 
 
-def recipe(tmp_path: Path, model: str, adapter: str = "none", steps: int = 60, lr: float = 3e-3, **pretrain: object) -> Path:
+def recipe(
+    tmp_path: Path, model: str, adapter: str = "none", steps: int = 60, lr: float = 3e-3, **pretrain: object
+) -> Path:
     train = tmp_path / "train.txt"
     train.write_text("\n\n".join(sentences("sentiment")) + "\n", encoding="utf-8")  # blank lines are skipped
     held_out = tmp_path / "eval.txt"
@@ -92,7 +94,9 @@ def test_blocks_concatenate_documents_with_eos_between() -> None:
     made = blocks(tokenizer, docs, 32, "clm", "eval")
     stream = [i for doc in tokenizer([d["text"] for d in docs])["input_ids"] for i in doc + [tokenizer.eos_token_id]]
     assert len(made) == len(stream) // 32 and all(len(b["input_ids"]) == 32 for b in made)
-    assert [i for b in made for i in b["input_ids"]] == stream[: len(made) * 32]  # nothing reordered or lost but the tail
+    assert [i for b in made for i in b["input_ids"]] == stream[
+        : len(made) * 32
+    ]  # nothing reordered or lost but the tail
     assert all(b["labels"] == b["input_ids"] for b in made)  # the model shifts labels itself
 
     bert = AutoTokenizer.from_pretrained(ensure_tiny("tiny:bert"))

@@ -64,9 +64,13 @@ def test_an_adapter_without_a_findable_base_says_so(tmp_path: Path) -> None:
 def test_an_adapter_folder_validates_and_estimates_as_it_trains(cli, base: Path, tmp_path: Path) -> None:
     adapter = make_lora(base, tmp_path / "adapter")
     recipe = write_recipe(
-        tmp_path / "recipe.yaml", method="sft", model={"name_or_path": str(adapter)},
-        adapter={"type": "lora", "existing": "continue"}, data={"train": "builtin:reversal", "max_length": 64},
-        training={"learning_rate": 1e-3, "max_steps": 2}, output_dir=str(tmp_path / "run"),
+        tmp_path / "recipe.yaml",
+        method="sft",
+        model={"name_or_path": str(adapter)},
+        adapter={"type": "lora", "existing": "continue"},
+        data={"train": "builtin:reversal", "max_length": 64},
+        training={"learning_rate": 1e-3, "max_steps": 2},
+        output_dir=str(tmp_path / "run"),
     )
     validated = cli("validate", str(recipe))
     assert validated.code == 0, validated.err

@@ -32,8 +32,15 @@ def make_recipe(folder: Path, run: Path, data: Path | None = None) -> Path:
         model={"name_or_path": "tiny:llama"},
         adapter={"type": "none"},
         data={"train": str(data), "eval": str(data), "max_length": 48},
-        training={"learning_rate": 3e-3, "max_steps": STEPS, "batch_size": 4, "logging_steps": 1,
-                  "save_steps": 4, "save_total_limit": 2, "seed": 0},
+        training={
+            "learning_rate": 3e-3,
+            "max_steps": STEPS,
+            "batch_size": 4,
+            "logging_steps": 1,
+            "save_steps": 4,
+            "save_total_limit": 2,
+            "seed": 0,
+        },
         output_dir=str(run),
     )
 
@@ -110,7 +117,9 @@ def test_a_damaged_checkpoint_is_never_taken_as_the_latest(reference: Path, tmp_
     result = cli("sft", str(recipe), "--resume")
     assert result.code == 0, result.err
     assert "skipping checkpoint-12: model.safetensors has 1000 bytes" in result.out
-    assert f"resuming from {root / 'checkpoint-8'} (step 8 of {STEPS}): restored model (model.safetensors)" in result.out
+    assert (
+        f"resuming from {root / 'checkpoint-8'} (step 8 of {STEPS}): restored model (model.safetensors)" in result.out
+    )
     assert "optimizer, scheduler, RNG" in result.out
     assert_matches_reference(run, reference)
     assert summary(run)["resumed_from"] == "checkpoint-8"
@@ -168,7 +177,9 @@ def test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run(
     stopped = cli("sft", str(recipe))
     assert stopped.code == 128 + signum
     root = tmp_path / "run" / "checkpoints"
-    assert f"stopped by {signal.Signals(signum).name}: saved {root / 'checkpoint-5'}; resume with --resume" in stopped.err
+    assert (
+        f"stopped by {signal.Signals(signum).name}: saved {root / 'checkpoint-5'}; resume with --resume" in stopped.err
+    )
     assert checkpoints.latest(root).path == root / "checkpoint-5"
     assert not (tmp_path / "run" / "summary.json").exists()
     monkeypatch.setattr(checkpoints, "finalize", seal)
@@ -213,7 +224,9 @@ def kill_when(tmp_path: Path, pause_before: int, pause_after: int, *args: str) -
     marker = tmp_path / f"marker-{pause_before}-{pause_after}"
     process = subprocess.Popen(
         [sys.executable, str(harness), str(pause_before), str(pause_after), str(marker), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 240
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:

@@ -101,9 +101,20 @@ def _tiny_bart(folder: Path) -> Path:
     from tunekit.models.tiny import ensure_tiny
 
     config = BartConfig(
-        vocab_size=1024, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=128,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2,
+        vocab_size=1024,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_eos_token_id=2,
     )
     import torch
 
@@ -139,15 +150,18 @@ def test_bad_input_exits_2_before_the_run_folder(cli, tmp_path: Path, task) -> N
     text = write_jsonl(tmp_path / "text.jsonl", [{"text": "a b c"}] * 4)
     result = cli("sft", str(recipe(tmp_path, task)), f"data.train={text}", "data.eval=null")
     assert result.code == 2 and "format text has no targets" in result.err
-    preference = cli("dpo", str(recipe(tmp_path, task)), "method=dpo", "data.train=builtin:reversal-preference",
-                     "data.eval=null")
+    preference = cli(
+        "dpo", str(recipe(tmp_path, task)), "method=dpo", "data.train=builtin:reversal-preference", "data.eval=null"
+    )
     assert preference.code == 2 and "encoder-decoder" in preference.err and "`tunekit dpo` needs" in preference.err
     assert not (tmp_path / "run").exists()
 
 
 def test_chat_ending_on_a_user_turn_is_refused_by_validate_and_sft(cli, tmp_path: Path, task) -> None:
-    rows = [{"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}]}
-            for r in group_rows(8, seed=2)]
+    rows = [
+        {"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}]}
+        for r in group_rows(8, seed=2)
+    ]
     rows[5]["messages"].append({"role": "user", "content": "and now?"})
     chat = write_jsonl(tmp_path / "chat.jsonl", rows)
     for command in ("validate", "sft"):

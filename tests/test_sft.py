@@ -28,8 +28,16 @@ def exact_match(final: Path, adapter: str, pairs: list[tuple[str, str]]) -> floa
     else:
         from peft import AutoPeftModelForCausalLM
 
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.float32) if adapter == "qlora" else None
+        quant = (
+            BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.float32,
+            )
+            if adapter == "qlora"
+            else None
+        )
         model = AutoPeftModelForCausalLM.from_pretrained(final, quantization_config=quant)
     model.eval()
     tokenizer.padding_side = "left"
@@ -40,7 +48,7 @@ def exact_match(final: Path, adapter: str, pairs: list[tuple[str, str]]) -> floa
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     return sum(text.strip() == target for text, (_, target) in zip(texts, pairs)) / len(pairs)
 
 
@@ -164,9 +172,12 @@ def test_alpaca_json_as_train_and_eval_trains_and_a_max_length_that_cuts_every_a
     data = tmp_path / "alpaca.json"
     data.write_text(json.dumps(rows), encoding="utf-8")
     recipe = write_recipe(
-        tmp_path / "recipe.yaml", method="sft", model={"name_or_path": "tiny:llama"},
+        tmp_path / "recipe.yaml",
+        method="sft",
+        model={"name_or_path": "tiny:llama"},
         data={"train": str(data), "eval": str(data), "max_length": 64},
-        training={"learning_rate": 3e-3, "max_steps": 10, "batch_size": 8}, output_dir=str(tmp_path / "run"),
+        training={"learning_rate": 3e-3, "max_steps": 10, "batch_size": 8},
+        output_dir=str(tmp_path / "run"),
     )
     for command in ("validate", "sft"):
         short = cli(command, str(recipe))

@@ -60,8 +60,14 @@ def test_only_the_prompt_trains_and_held_out_loss_drops(cli, tmp_path: Path, bas
         _write_eval_rows(held_out)
         evaluated = cli("eval", str(tmp_path / "run"), "--data", str(held_out), "--json")
         assert evaluated.code == 0, evaluated.err
-        generated = cli("generate", str(tmp_path / "run" / "final"), "--prompt", "Reverse the words: red green blue",
-                        "--max-new-tokens", "4")
+        generated = cli(
+            "generate",
+            str(tmp_path / "run" / "final"),
+            "--prompt",
+            "Reverse the words: red green blue",
+            "--max-new-tokens",
+            "4",
+        )
         # Where the installed libraries drop the prefixes in generate(), tunekit refuses (probed and checked in
         # test_prefix_tuned_generation_never_prints_the_base_models_text) instead of printing the base's text.
         assert generated.code == 0 or (generated.code == 2 and "drops the learned prefixes" in generated.err)
@@ -83,8 +89,9 @@ def test_text_initialisation_starts_from_the_text_embeddings(base: Path) -> None
     from tunekit.config.schema import AdapterSection
     from tunekit.train.builders import peft_config
 
-    adapter = AdapterSection(type="prompt_tuning", num_virtual_tokens=8, prompt_init="text",
-                             prompt_init_text="Reverse the words:")
+    adapter = AdapterSection(
+        type="prompt_tuning", num_virtual_tokens=8, prompt_init="text", prompt_init_text="Reverse the words:"
+    )
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), peft_config(adapter, tokenizer_path=str(base)))
     ids = AutoTokenizer.from_pretrained(base)("Reverse the words:", add_special_tokens=False)["input_ids"]
     ids = (ids * 8)[:8]  # peft repeats the text to fill the prompt
@@ -104,7 +111,10 @@ def test_gpt2_prefix_tuning_runs(cli, tmp_path: Path) -> None:
     ("overrides", "named"),
     [
         (["adapter.type=prompt_tuning", "adapter.prompt_init=text"], "adapter.prompt_init_text"),
-        (["adapter.type=prefix_tuning", "adapter.prompt_init=text", "adapter.prompt_init_text=hi"], "adapter.prompt_init"),
+        (
+            ["adapter.type=prefix_tuning", "adapter.prompt_init=text", "adapter.prompt_init_text=hi"],
+            "adapter.prompt_init",
+        ),
         (["adapter.type=prefix_tuning", "training.gradient_checkpointing=true"], "adapter.type: prefix_tuning"),
         (["method=dpo", "adapter.type=p_tuning", "data.train=builtin:reversal-preference"], "adapter.type: p_tuning"),
     ],
@@ -127,10 +137,10 @@ def test_prefix_tuned_generation_never_prints_the_base_models_text(arch: str) ->
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from tunekit.errors import UserError
-    from tunekit.use.generate import Decoding, Prompt, cache_keeps_prefix, generate
     from tunekit.models.refs import resolve
-    from tunekit.use.load import Loaded
     from tunekit.models.tiny import ensure_tiny
+    from tunekit.use.generate import Decoding, Prompt, cache_keeps_prefix, generate
+    from tunekit.use.load import Loaded
 
     path = ensure_tiny(f"tiny:{arch}")
     seq2seq = arch == "t5"

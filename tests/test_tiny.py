@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
-LOADERS = {"llama": "AutoModelForCausalLM", "gpt2": "AutoModelForCausalLM", "t5": "AutoModelForSeq2SeqLM",
-           "bert": "AutoModelForMaskedLM"}
+LOADERS = {
+    "llama": "AutoModelForCausalLM",
+    "gpt2": "AutoModelForCausalLM",
+    "t5": "AutoModelForSeq2SeqLM",
+    "bert": "AutoModelForMaskedLM",
+}
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -49,8 +53,13 @@ def test_refuses_to_overwrite(cli, tmp_path: Path) -> None:
 def test_unknown_tiny_reference_is_a_user_error(cli, tmp_path: Path) -> None:
     from tests.conftest import write_recipe
 
-    recipe = write_recipe(tmp_path / "r.yaml", method="sft", model={"name_or_path": "tiny:mamba"},
-                          data={"train": "builtin:reversal"}, training={"learning_rate": 1e-3},
-                          output_dir=str(tmp_path / "run"))
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        method="sft",
+        model={"name_or_path": "tiny:mamba"},
+        data={"train": "builtin:reversal"},
+        training={"learning_rate": 1e-3},
+        output_dir=str(tmp_path / "run"),
+    )
     result = cli("validate", str(recipe))
     assert result.code == 2 and "unknown tiny architecture 'mamba'" in result.err

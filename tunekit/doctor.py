@@ -32,8 +32,16 @@ from packaging.version import InvalidVersion
 
 # The libraries a run's results depend on, reported whether or not tunekit declares them.
 PACKAGES = (
-    "torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "tokenizers",
-    "huggingface_hub", "safetensors",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "accelerate",
+    "datasets",
+    "bitsandbytes",
+    "tokenizers",
+    "huggingface_hub",
+    "safetensors",
 )
 # Optional kernels: their version from the metadata alone, as importing them can cost seconds or crash.
 OPTIONAL = ("flash-attn", "liger-kernel")
@@ -202,8 +210,11 @@ def captured_output(logger_name: str, messages: list[dict[str, str]]) -> Iterato
     logger.propagate = False  # a user's root handler would print it otherwise
     out, err = io.StringIO(), io.StringIO()
     try:
-        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
-                contextlib.redirect_stderr(err):
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
             warnings.simplefilter("always")
             try:
                 yield
@@ -250,9 +261,7 @@ def environment() -> dict[str, Any]:
         "tunekit": _tunekit_version(),
         "torch": {key: torch_info.get(key) for key in ("version", "build", "cuda", "hip")},
         "gpus": [gpu["name"] for gpu in torch_info.get("gpus", [])],
-        "packages": {
-            name: v for name in (*PACKAGES, *OPTIONAL) if name != "torch" and (v := installed_version(name))
-        },
+        "packages": {name: v for name in (*PACKAGES, *OPTIONAL) if name != "torch" and (v := installed_version(name))},
     }
 
 
@@ -289,8 +298,9 @@ def problems(report: Mapping[str, Any]) -> list[str]:
         found.append("tunekit's package metadata is missing (a source tree never installed?): pip install -e .")
     torch_info = report["torch"]
     if "error" in torch_info and torch_info.get("version"):  # not installed: the range check said so
-        found.append(f"torch {torch_info['version']} does not import ({torch_info['error']}): "
-                     f"reinstall it ({TORCH_BUILDS})")
+        found.append(
+            f"torch {torch_info['version']} does not import ({torch_info['error']}): reinstall it ({TORCH_BUILDS})"
+        )
     found.extend(_bitsandbytes_problems(report["bitsandbytes"], torch_info, checks))
     return found
 
@@ -305,7 +315,8 @@ def _bitsandbytes_problems(bnb: Mapping[str, Any], torch_info: Mapping[str, Any]
     found = [
         f"bitsandbytes logged an error while importing ({m['message']}): {QUANTISED} may fail; "
         "`python -m bitsandbytes` explains"
-        for m in bnb.get("import_messages", []) if m["level"] in ("ERROR", "CRITICAL")
+        for m in bnb.get("import_messages", [])
+        if m["level"] in ("ERROR", "CRITICAL")
     ]
     # Where tunekit puts a quantised model: the GPU when torch sees one, else the CPU (models.default_device).
     device = "cuda" if torch_info.get("gpus") else "cpu"

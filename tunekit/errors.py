@@ -1,6 +1,6 @@
 """Errors a user can fix. The CLI prints them as one line and exits 2; anything else exits 1.
 
-    raise UserError("data/train.jsonl, row 12: missing field 'completion'")
+raise UserError("data/train.jsonl, row 12: missing field 'completion'")
 """
 
 

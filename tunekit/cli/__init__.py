@@ -16,10 +16,10 @@ import sys
 import typer
 
 from tunekit import __version__
-from tunekit.train import launch  # launch: no torch at import
 from tunekit.cli import doctor, estimate, recipes, score, tiny, train, use, validate
 from tunekit.errors import UserError
 from tunekit.quiet import quiet_libraries
+from tunekit.train import launch  # launch: no torch at import
 
 app = typer.Typer(
     name="tunekit",

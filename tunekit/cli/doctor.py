@@ -48,8 +48,10 @@ def render(report: dict[str, Any]) -> list[str]:
     checks = report["requirements"]
     if checks is not None:
         outside = sum(not c["ok"] for c in checks)
-        lines.append(f"requirements      {len(checks)} declared by tunekit, "
-                     + (f"{outside} not met" if outside else "all installed inside the tested ranges"))
+        lines.append(
+            f"requirements      {len(checks)} declared by tunekit, "
+            + (f"{outside} not met" if outside else "all installed inside the tested ranges")
+        )
     lines += [f"note: {note}" for note in report["notes"]]
     lines += [f"problem: {problem}" for problem in report["problems"]]
     count = len(report["problems"])

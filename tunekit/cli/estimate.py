@@ -25,31 +25,43 @@ D = Setup()
 
 TARGET = typer.Argument(..., help="Recipe, model folder, config.json, preset, tiny:ARCH or Hub id.", show_default=False)
 OVERRIDES = typer.Argument(None, help="key.sub=value overrides for a recipe.", show_default=False)
-METHOD = typer.Option(None, "--method", help="full | lora | qlora | prompt-tuning | prefix-tuning | p-tuning | "
-                      "freeze | inference (default: the recipe's, else full).")
-DTYPE = typer.Option(None, "--dtype", help="Precision the base weights are held in: fp32 | fp16 | bf16 | int8 | "
-                     "int4 | all (default: the recipe's, else all).")
+METHOD = typer.Option(
+    None,
+    "--method",
+    help="full | lora | qlora | prompt-tuning | prefix-tuning | p-tuning | "
+    "freeze | inference (default: the recipe's, else full).",
+)
+DTYPE = typer.Option(
+    None,
+    "--dtype",
+    help="Precision the base weights are held in: fp32 | fp16 | bf16 | int8 | "
+    "int4 | all (default: the recipe's, else all).",
+)
 BATCH = typer.Option(None, "--batch-size", help=f"Sequences per GPU per micro-batch (default: {D.batch_size}).")
 SEQ = typer.Option(None, "--seq-len", help=f"Tokens per sequence; the prompt for inference (default: {D.seq_len}).")
 RANK = typer.Option(None, "--lora-r", help=f"LoRA rank (default: {D.lora_r}).")
 TARGETS = typer.Option(None, "--lora-targets", help="all-linear, or module names separated by commas.")
 DROPOUT = typer.Option(None, "--lora-dropout", min=0, max=0.99, help="LoRA dropout (its mask and copy cost memory).")
-OPTIMIZER = typer.Option(None, "--optimizer",
-                         help="adamw (fused) | adamw-foreach | adamw-8bit | paged-adamw-8bit | sgd | adafactor.")
-CHECKPOINTING = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
-                             help="Recompute activations in backward.")
+OPTIMIZER = typer.Option(
+    None, "--optimizer", help="adamw (fused) | adamw-foreach | adamw-8bit | paged-adamw-8bit | sgd | adafactor."
+)
+CHECKPOINTING = typer.Option(
+    None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward."
+)
 ACCUM = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step.")
 STAGE = typer.Option(None, "--stage", help="sft | dpo | kto | orpo | simpo | reward | ppo.")
 GPUS = typer.Option(None, "--num-gpus", help="GPUs the run spans.")
 SHARDING = typer.Option(None, "--sharding", help="none | ddp | zero1 | zero2 | zero3 | fsdp (per-GPU figures).")
 OFFLOAD = typer.Option(None, "--offload/--no-offload", help="ZeRO / FSDP CPU offload.")
-MASTER = typer.Option(None, "--master-weights/--no-master-weights",
-                      help="fp32 master copies for fp16/bf16 full fine-tuning.")
+MASTER = typer.Option(
+    None, "--master-weights/--no-master-weights", help="fp32 master copies for fp16/bf16 full fine-tuning."
+)
 ATTENTION = typer.Option(None, "--attention", help="sdpa | eager | flash_attention_2.")
 PACKED = typer.Option(False, "--packed", help="Batches carry no padding mask (packed or equal lengths).")
 VIRTUAL = typer.Option(None, "--virtual-tokens", help=f"Soft-prompt length (default: {D.virtual_tokens}).")
-LAYERS = typer.Option(None, "--trainable-layers",
-                      help=f"freeze: top layers that train (default: {D.trainable_layers}).")
+LAYERS = typer.Option(
+    None, "--trainable-layers", help=f"freeze: top layers that train (default: {D.trainable_layers})."
+)
 NEW_TOKENS = typer.Option(None, "--new-tokens", help=f"inference: tokens generated (default: {D.new_tokens}).")
 BEAMS = typer.Option(None, "--beams", help="inference: beam width.")
 JSON = typer.Option(False, "--json", help="Print one JSON object (bytes) and nothing else.")
@@ -63,15 +75,32 @@ def register(app: typer.Typer) -> None:
 
 
 def estimate_memory(
-    target: str = TARGET, overrides: list[str] | None = OVERRIDES, method: str | None = METHOD,
-    dtype: str | None = DTYPE, batch_size: int | None = BATCH, seq_len: int | None = SEQ,
-    lora_r: int | None = RANK, lora_targets: str | None = TARGETS, lora_dropout: float | None = DROPOUT,
-    optimizer: str | None = OPTIMIZER, gradient_checkpointing: bool | None = CHECKPOINTING,
-    grad_accum: int | None = ACCUM, stage: str | None = STAGE, num_gpus: int | None = GPUS,
-    sharding: str | None = SHARDING, offload: bool | None = OFFLOAD, master_weights: bool | None = MASTER,
-    attention: str | None = ATTENTION, packed: bool = PACKED, virtual_tokens: int | None = VIRTUAL,
-    trainable_layers: int | None = LAYERS, new_tokens: int | None = NEW_TOKENS, beams: int | None = BEAMS,
-    as_json: bool = JSON, measure: bool = MEASURE, steps: int = STEPS,
+    target: str = TARGET,
+    overrides: list[str] | None = OVERRIDES,
+    method: str | None = METHOD,
+    dtype: str | None = DTYPE,
+    batch_size: int | None = BATCH,
+    seq_len: int | None = SEQ,
+    lora_r: int | None = RANK,
+    lora_targets: str | None = TARGETS,
+    lora_dropout: float | None = DROPOUT,
+    optimizer: str | None = OPTIMIZER,
+    gradient_checkpointing: bool | None = CHECKPOINTING,
+    grad_accum: int | None = ACCUM,
+    stage: str | None = STAGE,
+    num_gpus: int | None = GPUS,
+    sharding: str | None = SHARDING,
+    offload: bool | None = OFFLOAD,
+    master_weights: bool | None = MASTER,
+    attention: str | None = ATTENTION,
+    packed: bool = PACKED,
+    virtual_tokens: int | None = VIRTUAL,
+    trainable_layers: int | None = LAYERS,
+    new_tokens: int | None = NEW_TOKENS,
+    beams: int | None = BEAMS,
+    as_json: bool = JSON,
+    measure: bool = MEASURE,
+    steps: int = STEPS,
 ) -> None:
     """Estimate GPU memory for training or inference, per dtype, broken down by term."""
     from tunekit.estimate.estimator import estimate_memory as run
@@ -88,8 +117,11 @@ def estimate_memory(
     typer.echo(memory_table(_title(result), result.estimates, result.skipped, result.notes))
     if measure:
         recipe = result.target.recipe
-        chosen = dtype not in (None, "all") or (dtype is None and recipe is not None and (
-            recipe.model.dtype != "auto" or recipe.model.quantization != "none"))
+        chosen = dtype not in (None, "all") or (
+            dtype is None
+            and recipe is not None
+            and (recipe.model.dtype != "auto" or recipe.model.quantization != "none")
+        )
         _measure(result, steps, keep_dtype=chosen)
 
 
@@ -114,7 +146,12 @@ def estimate_compute(
     settings = settings_for(resolved, {"method": _choice(method, s.METHODS, "--method"), "seq_len": seq_len})
     length = settings.get("seq_len", 2048)
     plan = training_compute(
-        model_of(resolved), parse_count(tokens), length, gpu=gpu, num_gpus=num_gpus, mfu=mfu,
+        model_of(resolved),
+        parse_count(tokens),
+        length,
+        gpu=gpu,
+        num_gpus=num_gpus,
+        mfu=mfu,
         frozen_base=settings.get("method", "full") != "full",
         gradient_checkpointing=gradient_checkpointing or bool(settings.get("gradient_checkpointing")),
     )
@@ -125,19 +162,34 @@ def _flags(given: dict[str, Any]) -> dict[str, Any]:
     """Setup fields from the flags; None where a flag was not given (the recipe or default decides)."""
     from tunekit.estimate import setup as s
 
-    plain = ("batch_size", "seq_len", "lora_r", "lora_dropout", "gradient_checkpointing", "grad_accum", "num_gpus",
-             "offload", "master_weights", "virtual_tokens", "trainable_layers", "new_tokens", "beams")
+    plain = (
+        "batch_size",
+        "seq_len",
+        "lora_r",
+        "lora_dropout",
+        "gradient_checkpointing",
+        "grad_accum",
+        "num_gpus",
+        "offload",
+        "master_weights",
+        "virtual_tokens",
+        "trainable_layers",
+        "new_tokens",
+        "beams",
+    )
     flags = {name: given[name] for name in plain}
-    flags.update({
-        "method": _choice(given["method"], s.METHODS, "--method"),
-        "dtype": _choice(given["dtype"], (*s.DTYPES, "all"), "--dtype"),
-        "optimizer": _choice(given["optimizer"], s.OPTIMIZERS, "--optimizer"),
-        "stage": _choice(given["stage"], s.STAGES, "--stage"),
-        "sharding": _choice(given["sharding"], s.SHARDINGS, "--sharding"),
-        "attention": _choice(given["attention"], s.ATTENTIONS, "--attention"),
-        "lora_targets": _targets(given["lora_targets"]),
-        "padded": False if given["packed"] else None,
-    })
+    flags.update(
+        {
+            "method": _choice(given["method"], s.METHODS, "--method"),
+            "dtype": _choice(given["dtype"], (*s.DTYPES, "all"), "--dtype"),
+            "optimizer": _choice(given["optimizer"], s.OPTIMIZERS, "--optimizer"),
+            "stage": _choice(given["stage"], s.STAGES, "--stage"),
+            "sharding": _choice(given["sharding"], s.SHARDINGS, "--sharding"),
+            "attention": _choice(given["attention"], s.ATTENTIONS, "--attention"),
+            "lora_targets": _targets(given["lora_targets"]),
+            "padded": False if given["packed"] else None,
+        }
+    )
     return flags
 
 
@@ -161,30 +213,41 @@ def _targets(text: str | None) -> str | tuple[str, ...] | None:
 def _title(result: Any) -> list[str]:
     t, setup, first = result.target, result.setup, result.estimates[0]
     share = 100 * first.trainable / max(first.parameters, 1)
-    source = {"preset": "preset", "recipe": "recipe", "folder": "folder", "config": "config",
-              "tiny": "tiny model", "hub": "Hub config"}[t.source]
+    source = {
+        "preset": "preset",
+        "recipe": "recipe",
+        "folder": "folder",
+        "config": "config",
+        "tiny": "tiny model",
+        "hub": "Hub config",
+    }[t.source]
     name = f", {t.hub_id}" if t.hub_id and t.hub_id != t.label else ""
-    lines = [(f"{t.label} ({source}{name}): {first.parameters:,} parameters, "
-              f"{first.trainable:,} trainable ({share:.2f}%)")]
+    lines = [
+        (f"{t.label} ({source}{name}): {first.parameters:,} parameters, {first.trainable:,} trainable ({share:.2f}%)")
+    ]
     gpus = f"{setup.num_gpus} GPUs ({setup.sharding})" if setup.num_gpus > 1 else "1 GPU"
     if setup.training:
         accum = f", grad accum {setup.grad_accum}" if setup.grad_accum > 1 else ""
         checkpoint = ", gradient checkpointing" if setup.gradient_checkpointing else ""
-        lines.append(f"{setup.stage} / {setup.method}: batch {setup.batch_size} x {setup.seq_len} tokens{accum}, "
-                     f"{setup.optimizer}{checkpoint}, {gpus}")
+        lines.append(
+            f"{setup.stage} / {setup.method}: batch {setup.batch_size} x {setup.seq_len} tokens{accum}, "
+            f"{setup.optimizer}{checkpoint}, {gpus}"
+        )
     else:
-        lines.append(f"inference: batch {setup.batch_size} x {setup.seq_len} prompt + {setup.new_tokens} new "
-                     f"tokens, {setup.beams} beam(s), {gpus}")
+        lines.append(
+            f"inference: batch {setup.batch_size} x {setup.seq_len} prompt + {setup.new_tokens} new "
+            f"tokens, {setup.beams} beam(s), {gpus}"
+        )
     return lines
 
 
 def _measure(result: Any, steps: int, keep_dtype: bool) -> None:
     """Run real steps on this machine and print estimate vs measured, term by term."""
+    import torch
+
     from tunekit.estimate.measure import describe_weights_source, measure
     from tunekit.estimate.memory import estimate, saved_activations
     from tunekit.estimate.report import measure_table
-
-    import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     setup = result.setup
@@ -193,10 +256,22 @@ def _measure(result: Any, steps: int, keep_dtype: bool) -> None:
     setup = setup.with_(device=device, cuda_context=0)
     est = estimate(result.model, setup)
     got = measure(result.target.config, setup, steps=steps, weights_from=result.target.weights)
-    typer.echo(f"\nmeasured on {device}: {setup.method}, {setup.dtype}, {steps} steps "
-               f"({describe_weights_source(result.target.weights)}), last step:")
-    terms = {"weights": est.weights, "gradients": est.gradients, "optimizer": est.optimizer,
-             "activations saved": saved_activations(result.model, setup), "peak": est.total}
-    seen = {"weights": got.weights, "gradients": got.gradients, "optimizer": got.optimizer,
-            "activations saved": got.activations, "peak": got.peak}
+    typer.echo(
+        f"\nmeasured on {device}: {setup.method}, {setup.dtype}, {steps} steps "
+        f"({describe_weights_source(result.target.weights)}), last step:"
+    )
+    terms = {
+        "weights": est.weights,
+        "gradients": est.gradients,
+        "optimizer": est.optimizer,
+        "activations saved": saved_activations(result.model, setup),
+        "peak": est.total,
+    }
+    seen = {
+        "weights": got.weights,
+        "gradients": got.gradients,
+        "optimizer": got.optimizer,
+        "activations saved": got.activations,
+        "peak": got.peak,
+    }
     typer.echo(measure_table(terms, seen, got.peak_label))

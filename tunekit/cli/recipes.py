@@ -1,6 +1,6 @@
 """`tunekit recipes list|show NAME|copy NAME DEST`: the recipes shipped with tunekit.
 
-    $ tunekit recipes copy tiny/sft-lora my-recipe.yaml
+$ tunekit recipes copy tiny/sft-lora my-recipe.yaml
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import typer
 
-from tunekit.errors import UserError
 from tunekit.config.recipes import find_recipe, list_recipes
+from tunekit.errors import UserError
 
 NAME = typer.Argument(..., help="Recipe name as `tunekit recipes list` shows it.", show_default=False)
 

@@ -1,6 +1,6 @@
 """`tunekit score MODEL --data FILE [--json]`: reward-model scores for completions or preference pairs.
 
-    $ tunekit score runs/tiny-reward/final --data pairs.jsonl --json
+$ tunekit score runs/tiny-reward/final --data pairs.jsonl --json
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from tunekit.errors import DataError
 def register(app: typer.Typer) -> None:
     @app.command()
     def score(
-        model: str = typer.Argument(..., help="Reward model folder from `tunekit reward` (full or adapter).",
-                                    show_default=False),
-        data: Path = typer.Option(..., "--data", help="Pairs (prompt/chosen/rejected) or prompt/completion rows.",
-                                  show_default=False),
+        model: str = typer.Argument(
+            ..., help="Reward model folder from `tunekit reward` (full or adapter).", show_default=False
+        ),
+        data: Path = typer.Option(
+            ..., "--data", help="Pairs (prompt/chosen/rejected) or prompt/completion rows.", show_default=False
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
         batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences scored at once."),
     ) -> None:
@@ -30,7 +32,9 @@ def register(app: typer.Typer) -> None:
         raw = read_rows(str(data))
         fmt = resolve_format("auto", raw[0][1], str(data))
         if fmt not in ("preference", "prompt_completion", "unpaired"):
-            raise DataError(f"{data}: format {fmt}; tunekit score needs prompt/chosen/rejected or prompt/completion rows")
+            raise DataError(
+                f"{data}: format {fmt}; tunekit score needs prompt/chosen/rejected or prompt/completion rows"
+            )
         rows = check_rows(raw, fmt, str(data))
 
         from tunekit.rl.scoring import load_reward_model
@@ -43,8 +47,12 @@ def register(app: typer.Typer) -> None:
             chosen = score_rows(reward_model, tokenizer, prompts, [r["chosen"] for r in rows], batch_size)
             rejected = score_rows(reward_model, tokenizer, prompts, [r["rejected"] for r in rows], batch_size)
             margins = [c - r for c, r in zip(chosen, rejected)]
-            result.update(accuracy=sum(m > 0 for m in margins) / len(rows), margin=sum(margins) / len(rows),
-                          chosen=chosen, rejected=rejected)
+            result.update(
+                accuracy=sum(m > 0 for m in margins) / len(rows),
+                margin=sum(margins) / len(rows),
+                chosen=chosen,
+                rejected=rejected,
+            )
         else:
             scores = score_rows(reward_model, tokenizer, prompts, [r["completion"] for r in rows], batch_size)
             result.update(mean=sum(scores) / len(scores), scores=scores)

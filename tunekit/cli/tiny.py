@@ -1,6 +1,6 @@
 """`tunekit tiny-model DIR --arch llama|gpt2|t5|bert [--seed N]`: a tiny random model for CI.
 
-    $ tunekit tiny-model /tmp/tiny-llama --arch llama
+$ tunekit tiny-model /tmp/tiny-llama --arch llama
 """
 
 from __future__ import annotations

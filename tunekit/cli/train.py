@@ -26,16 +26,23 @@ RECIPE = typer.Argument(..., help="Recipe YAML file (see `tunekit recipes list`)
 OVERRIDES = typer.Argument(None, help="Overrides such as training.max_steps=50 adapter.type=lora.", show_default=False)
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing, non-empty output_dir.")
 RESUME = typer.Option(
-    False, "--resume", help="Continue output_dir from its newest complete checkpoint (model, optimizer, "
-    "scheduler, RNG, data position); start from step 0 when there is none."
+    False,
+    "--resume",
+    help="Continue output_dir from its newest complete checkpoint (model, optimizer, "
+    "scheduler, RNG, data position); start from step 0 when there is none.",
 )
 FORCE = typer.Option(False, "--force", help="With --resume: accept a checkpoint made by a different recipe.")
 NUM_PROCESSES = typer.Option(
-    None, "--num-processes", min=1, show_default=False,
+    None,
+    "--num-processes",
+    min=1,
+    show_default=False,
     help="Run under `accelerate launch` with N processes (all machines together); default config: ddp.",
 )
 ACCELERATE_CONFIG = typer.Option(
-    None, "--accelerate-config", show_default=False,
+    None,
+    "--accelerate-config",
+    show_default=False,
     help="Run under `accelerate launch` with this config: ddp, fsdp, deepspeed-zero2, deepspeed-zero3, "
     "multi-node, or a path to your own accelerate config file.",
 )

@@ -44,13 +44,15 @@ class Quantization(str, Enum):
 
 
 MODEL = typer.Argument(
-    ..., show_default=False,
+    ...,
+    show_default=False,
     help="Model folder, Hub id, tiny:ARCH, or a run's final/ (a full model, or an adapter loaded on its base).",
 )
 ADAPTER = typer.Option(None, "--adapter", help="Adapter folder to put on MODEL (MODEL is then its base).")
 DTYPE = typer.Option(Dtype.auto, "--dtype", help="Weights precision; auto: bf16 on a GPU that has it, else fp32.")
 QUANT = typer.Option(
-    Quantization.auto, "--quantization",
+    Quantization.auto,
+    "--quantization",
     help="Load the base in 8-bit or 4-bit (bitsandbytes); auto: as the run that trained the adapter did (QLoRA: 4bit).",
 )
 TRUST = typer.Option(False, "--trust-remote-code", help="Run modelling code shipped with the model.")
@@ -58,28 +60,48 @@ SYSTEM = typer.Option(None, "--system", help="System prompt (with the chat templ
 # The decoding options of `generate` and `chat`, as (parameter, type, option); None: not given, so
 # Decoding.from_options keeps its default and knows no sampling knob was set.
 DECODING_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
-    ("max_new_tokens", int, typer.Option(
-        256, "--max-new-tokens", min=1, help="Most tokens to generate per completion."
-    )),
+    (
+        "max_new_tokens",
+        int,
+        typer.Option(256, "--max-new-tokens", min=1, help="Most tokens to generate per completion."),
+    ),
     ("do_sample", bool, typer.Option(False, "--do-sample", help="Sample instead of greedy decoding (the default).")),
-    ("temperature", float | None, typer.Option(
-        None, "--temperature", min=0.0, help="Sampling temperature; implies --do-sample; 0 is greedy."
-    )),
-    ("top_k", int | None, typer.Option(
-        None, "--top-k", min=0, help="Sample from the k likeliest tokens (default 50; 0: off); implies --do-sample."
-    )),
-    ("top_p", float | None, typer.Option(
-        None, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (default 1.0: off); implies --do-sample."
-    )),
-    ("num_beams", int, typer.Option(
-        1, "--num-beams", min=1, help="Beam search with this many beams; returns the highest-scoring beam."
-    )),
-    ("repetition_penalty", float, typer.Option(
-        1.0, "--repetition-penalty", min=0.0, help="> 1 discourages repeated tokens (1: off)."
-    )),
-    ("stop", list[str] | None, typer.Option(
-        None, "--stop", help="Stop before this string (repeatable); it is not included."
-    )),
+    (
+        "temperature",
+        float | None,
+        typer.Option(None, "--temperature", min=0.0, help="Sampling temperature; implies --do-sample; 0 is greedy."),
+    ),
+    (
+        "top_k",
+        int | None,
+        typer.Option(
+            None, "--top-k", min=0, help="Sample from the k likeliest tokens (default 50; 0: off); implies --do-sample."
+        ),
+    ),
+    (
+        "top_p",
+        float | None,
+        typer.Option(
+            None, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (default 1.0: off); implies --do-sample."
+        ),
+    ),
+    (
+        "num_beams",
+        int,
+        typer.Option(
+            1, "--num-beams", min=1, help="Beam search with this many beams; returns the highest-scoring beam."
+        ),
+    ),
+    (
+        "repetition_penalty",
+        float,
+        typer.Option(1.0, "--repetition-penalty", min=0.0, help="> 1 discourages repeated tokens (1: off)."),
+    ),
+    (
+        "stop",
+        list[str] | None,
+        typer.Option(None, "--stop", help="Stop before this string (repeatable); it is not included."),
+    ),
     ("seed", int | None, typer.Option(None, "--seed", help="Seed for sampling: same seed, same text.")),
 )
 
@@ -94,11 +116,14 @@ EVAL_COMPARE = typer.Option(
     None, "--compare", help="Another model or adapter folder to evaluate alongside, one row each (repeatable)."
 )
 EVAL_SHOTS = typer.Option(
-    None, "--shots", min=0,
+    None,
+    "--shots",
+    min=0,
     help="Put K demonstrations before each prompt; repeatable: --shots 0 --shots 4 gives a row for each.",
 )
 EVAL_SHOTS_FROM = typer.Option(
-    None, "--shots-from",
+    None,
+    "--shots-from",
     help="Rows to take demonstrations from; default: the first K rows of --data, which are then not scored.",
 )
 EVAL_MAX_LENGTH = typer.Option(
@@ -111,7 +136,8 @@ EVAL_PREDICTIONS = typer.Option(
     None, "--predictions", help="Write each model's prompt, target and prediction per example to this .jsonl."
 )
 EVAL_JSON = typer.Option(
-    False, "--json",
+    False,
+    "--json",
     help="Print JSON: loss, perplexity, exact_match, rougeL, bleu, num_examples (a list for several rows).",
 )
 BATCH_SIZE = typer.Option(8, "--batch-size", min=1, help="Examples decoded or scored together.")
@@ -125,8 +151,9 @@ def with_decoding(command: Callable[..., None]) -> Callable[..., None]:
     """
     signature = inspect.signature(command)
     slot = signature.parameters["decoding"]  # where --help lists the options
-    shared = [inspect.Parameter(name, slot.kind, default=option, annotation=kind)
-              for name, kind, option in DECODING_OPTIONS]
+    shared = [
+        inspect.Parameter(name, slot.kind, default=option, annotation=kind) for name, kind, option in DECODING_OPTIONS
+    ]
     params = [q for p in signature.parameters.values() for q in (shared if p is slot else [p])]
 
     @functools.wraps(command)
@@ -154,7 +181,10 @@ def merge(
     ),
     base: str | None = typer.Option(None, "--base", help="Base model, when not the one adapter_config.json records."),
     tolerance: float | None = typer.Option(
-        None, "--tolerance", min=0.0, help="Largest accepted |logit diff|, merged vs adapter; default scales with dtype."
+        None,
+        "--tolerance",
+        min=0.0,
+        help="Largest accepted |logit diff|, merged vs adapter; default scales with dtype.",
     ),
     check_only: bool = typer.Option(
         False, "--check-only", help="Merge nothing: check that OUTPUT, merged elsewhere, matches the adapter."
@@ -241,10 +271,18 @@ def generate(
     done = run_generate(loaded, prompts, decoding, batch_size=batch_size)
     for i, completion in enumerate(done):
         if as_json:
-            typer.echo(json.dumps({
-                "prompt": completion.prompt, "completion": completion.text, "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens, "finish_reason": completion.finish_reason,
-            }, ensure_ascii=False))
+            typer.echo(
+                json.dumps(
+                    {
+                        "prompt": completion.prompt,
+                        "completion": completion.text,
+                        "prompt_tokens": completion.prompt_tokens,
+                        "completion_tokens": completion.completion_tokens,
+                        "finish_reason": completion.finish_reason,
+                    },
+                    ensure_ascii=False,
+                )
+            )
             continue
         if i:
             typer.echo("")
@@ -275,7 +313,10 @@ def chat(
         typer.echo(f"note: {note}")
     session = ChatSession(loaded, decoding, system)
     run_chat(
-        session, _user_lines(), write=lambda text: typer.echo(text, nl=False), notify=typer.echo,
+        session,
+        _user_lines(),
+        write=lambda text: typer.echo(text, nl=False),
+        notify=typer.echo,
         warn=lambda text: typer.echo(text, err=True),
     )
 
@@ -339,14 +380,23 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(finite(rows[0]) if len(rows) == 1 else [finite(r) for r in rows], indent=2))
         return
-    typer.echo(f"data: {data} ({eval_data.format}), {len(eval_data.rows)} examples scored"
-               + (f"; demonstrations from {eval_data.demo_source}" if max(counts) else ""))
+    typer.echo(
+        f"data: {data} ({eval_data.format}), {len(eval_data.rows)} examples scored"
+        + (f"; demonstrations from {eval_data.demo_source}" if max(counts) else "")
+    )
     typer.echo(_table(rows))
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    columns = [("model", "model"), ("shots", "shots"), ("loss", "loss"), ("perplexity", "ppl"),
-               ("exact_match", "exact"), ("rougeL", "rougeL"), ("bleu", "bleu")]
+    columns = [
+        ("model", "model"),
+        ("shots", "shots"),
+        ("loss", "loss"),
+        ("perplexity", "ppl"),
+        ("exact_match", "exact"),
+        ("rougeL", "rougeL"),
+        ("bleu", "bleu"),
+    ]
     cells = [[label for _, label in columns]]
     for row in rows:
         cells.append([_cell(row[key]) for key, _ in columns])

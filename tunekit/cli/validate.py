@@ -1,6 +1,6 @@
 """`tunekit validate RECIPE [key.sub=value ...]`: check a recipe and its data without training.
 
-    $ tunekit validate recipes/quickstart.yaml
+$ tunekit validate recipes/quickstart.yaml
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ def register(app: typer.Typer) -> None:
         examples: int = typer.Option(3, "--examples", min=0, help="How many rendered examples to show."),
     ) -> None:
         """Check a recipe without training: schema, model, data rows, rendered examples, token lengths."""
-        from tunekit.train.validate import check_recipe
         from tunekit.config import load_recipe
         from tunekit.config.schema import SFTRecipe
+        from tunekit.train.validate import check_recipe
 
         report = check_recipe(load_recipe(recipe, overrides), examples=examples)
         r, data = report.recipe, report.data
@@ -32,8 +32,10 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"model: {report.model_location}")
         if data is not None:
             detected = " (detected)" if r.data.format == "auto" else ""
-            typer.echo(f"data: {r.data.train}: {len(data.train)} train rows, format {data.format}{detected}, "
-                       f"loss on {_loss_on(r.train_on, data.kind)}")
+            typer.echo(
+                f"data: {r.data.train}: {len(data.train)} train rows, format {data.format}{detected}, "
+                f"loss on {_loss_on(r.train_on, data.kind)}"
+            )
             typer.echo(f"eval: {len(data.eval)} rows from {data.eval_source}")
         for note in report.notes:
             typer.echo(f"note: {note}")
@@ -42,21 +44,27 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"\nexample {i} ({len(shown.ids)} tokens): {shown.text} -> {label}")
                 continue
             kind = f", {label}" if label else ""
-            typer.echo(f"\nexample {i}{kind} ({len(shown.ids)} tokens, {shown.loss_tokens} carry loss, "
-                       f"inside {LOSS_OPEN} {LOSS_CLOSE}):")
+            typer.echo(
+                f"\nexample {i}{kind} ({len(shown.ids)} tokens, {shown.loss_tokens} carry loss, "
+                f"inside {LOSS_OPEN} {LOSS_CLOSE}):"
+            )
             typer.echo(_marked(shown.text, shown.spans).rstrip("\n"))
         if report.stats:
             s = report.stats
             sampled = "" if s.sampled_from is None else f" (a sample of {s.sampled_from:,} rows)"
             typer.echo(f"\ntokens per example{sampled}: min {s.min}, median {s.median:g}, p95 {s.p95}, max {s.max}")
             if s.limit_key:
-                typer.echo(f"truncation: {s.truncated:,} of {s.measured:,} sequences exceed {s.limit_key}={s.max_length}"
-                           + (f"; {s.no_loss:,} would lose every loss-carrying token" if s.no_loss else ""))
+                typer.echo(
+                    f"truncation: {s.truncated:,} of {s.measured:,} sequences exceed {s.limit_key}={s.max_length}"
+                    + (f"; {s.no_loss:,} would lose every loss-carrying token" if s.no_loss else "")
+                )
             if isinstance(r, SFTRecipe) and r.data.packing:
                 # Best-fit-decreasing fills rows almost completely: the token total sets the row count.
                 rows = -(-s.kept_tokens // s.max_length)
-                typer.echo(f"packing: {s.measured:,} examples ({s.kept_tokens:,} tokens) fill about {rows:,} rows "
-                           f"of {s.max_length} tokens")
+                typer.echo(
+                    f"packing: {s.measured:,} examples ({s.kept_tokens:,} tokens) fill about {rows:,} rows "
+                    f"of {s.max_length} tokens"
+                )
         typer.echo("\nok")
 
 

@@ -99,7 +99,9 @@ def _check_override_path(parts: list[str], override: str, method: object) -> Non
             loc = tuple(parts[: depth + 1])
             instead = NOT_FOR.get(loc[-2:], {}).get(str(method)) if len(loc) >= 2 else None
             if instead:
-                raise RecipeError(f"override {override!r}: {'.'.join(loc)}: not a setting of `tunekit {method}` ({instead})")
+                raise RecipeError(
+                    f"override {override!r}: {'.'.join(loc)}: not a setting of `tunekit {method}` ({instead})"
+                )
             hint = _did_you_mean(part, list(model.model_fields))
             raise RecipeError(f"override {override!r}: unknown key {'.'.join(loc)}{hint}")
         model = _section_model(model.model_fields[part].annotation)

@@ -1,6 +1,6 @@
 """The recipe reference in README.md, generated from the schema so the two cannot drift.
 
-    $ python -m tunekit.config.reference   # prints the Markdown block README.md embeds
+$ python -m tunekit.config.reference   # prints the Markdown block README.md embeds
 """
 
 from __future__ import annotations
@@ -55,10 +55,14 @@ def _data_rows() -> list[str]:
             if name not in shared.model_fields:
                 seen.setdefault((name, str(field.description)), []).append(method)
     for (name, description), methods in seen.items():
-        field = next(recipe.model_fields["data"].annotation.model_fields[name]  # type: ignore[union-attr]
-                     for method, recipe in RECIPES.items() if method in methods)
-        rows.append(f"| `data.{name}` ({', '.join(methods)}) | {_type(field.annotation)} | {_default(field)} | "
-                    f"{description} |")
+        field = next(
+            recipe.model_fields["data"].annotation.model_fields[name]  # type: ignore[union-attr]
+            for method, recipe in RECIPES.items()
+            if method in methods
+        )
+        rows.append(
+            f"| `data.{name}` ({', '.join(methods)}) | {_type(field.annotation)} | {_default(field)} | {description} |"
+        )
     return rows
 
 

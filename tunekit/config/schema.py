@@ -60,9 +60,7 @@ class AdapterSection(Section):
     r: int = Field(8, ge=1, description="LoRA rank.")
     alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: str | list[str] = Field(
-        "all-linear", description="Module names to adapt, or `all-linear`."
-    )
+    target_modules: str | list[str] = Field("all-linear", description="Module names to adapt, or `all-linear`.")
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
     existing: Literal["merge", "continue"] = Field(
         "merge",
@@ -77,12 +75,15 @@ class AdapterSection(Section):
         None, description="prompt_tuning with prompt_init text: e.g. `Reverse the words:` (repeated or cut to fit)."
     )
     encoder_hidden_size: int | None = Field(
-        None, ge=1, description="p_tuning (and prefix_tuning with prefix_projection): hidden size of the prompt "
-        "encoder; null: the model's hidden size."
+        None,
+        ge=1,
+        description="p_tuning (and prefix_tuning with prefix_projection): hidden size of the prompt "
+        "encoder; null: the model's hidden size.",
     )
     encoder_type: Literal["mlp", "lstm"] = Field("mlp", description="p_tuning: the prompt encoder.")
     prefix_projection: bool = Field(
-        False, description="prefix_tuning: produce the prefixes through a two-layer MLP (more parameters, often steadier)."
+        False,
+        description="prefix_tuning: produce the prefixes through a two-layer MLP (more parameters, often steadier).",
     )
 
     @model_validator(mode="after")
@@ -98,7 +99,15 @@ class AdapterSection(Section):
 
 
 DataFormat = Literal[
-    "auto", "text", "prompt_completion", "messages", "alpaca", "sharegpt", "preference", "unpaired", "prompt",
+    "auto",
+    "text",
+    "prompt_completion",
+    "messages",
+    "alpaca",
+    "sharegpt",
+    "preference",
+    "unpaired",
+    "prompt",
     "classification",
 ]
 
@@ -121,7 +130,8 @@ class DataSection(Section):
 
 class TruncatedData(DataSection):
     max_length: int = Field(
-        1024, ge=8,
+        1024,
+        ge=8,
         description="dpo, orpo, simpo, kto: tokens of prompt + completion, longer ones cut (dpo: at the end "
         "`dpo.truncation` says; the others keep the start); classify: tokens of the text, longer ones cut.",
     )
@@ -129,9 +139,11 @@ class TruncatedData(DataSection):
 
 class SFTData(TruncatedData):
     max_length: int = Field(
-        1024, ge=8, description="Tokens per example; the start is kept, and an example whose completion lies past "
+        1024,
+        ge=8,
+        description="Tokens per example; the start is kept, and an example whose completion lies past "
         "the cut carries no loss (a note counts them; all of them is an error). Encoder-decoders cut the prompt "
-        "and the target each at this."
+        "and the target each at this.",
     )
     train_on: Literal["completion", "all"] = Field(
         "completion", description="completion: loss on completions / assistant turns only; all: every token."
@@ -182,8 +194,21 @@ class TrainingSection(Section):
 
 
 DPO_LOSSES = Literal[
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
-    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
 ]
 
 
@@ -355,7 +380,9 @@ class RecipeBase(Section):
             )
         if self.adapter.type == "prefix_tuning" and self.training.gradient_checkpointing:
             # peft keeps the prefixes in the attention cache, which activation recomputation cannot replay.
-            raise ValueError("adapter.type: prefix_tuning does not work with training.gradient_checkpointing; turn one off")
+            raise ValueError(
+                "adapter.type: prefix_tuning does not work with training.gradient_checkpointing; turn one off"
+            )
         return self
 
     @model_validator(mode="after")
@@ -455,19 +482,37 @@ class PretrainRecipe(RecipeBase):
 
 
 RECIPES: dict[str, type[RecipeBase]] = {
-    "sft": SFTRecipe, "dpo": DPORecipe, "reward": RewardRecipe, "orpo": ORPORecipe, "kto": KTORecipe,
-    "simpo": SimPORecipe, "ppo": PPORecipe, "grpo": GRPORecipe, "classify": ClassifyRecipe, "pretrain": PretrainRecipe,
+    "sft": SFTRecipe,
+    "dpo": DPORecipe,
+    "reward": RewardRecipe,
+    "orpo": ORPORecipe,
+    "kto": KTORecipe,
+    "simpo": SimPORecipe,
+    "ppo": PPORecipe,
+    "grpo": GRPORecipe,
+    "classify": ClassifyRecipe,
+    "pretrain": PretrainRecipe,
 }
 Recipe = Annotated[
-    SFTRecipe | DPORecipe | RewardRecipe | ORPORecipe | KTORecipe | SimPORecipe | PPORecipe | GRPORecipe
-    | ClassifyRecipe | PretrainRecipe,
+    SFTRecipe
+    | DPORecipe
+    | RewardRecipe
+    | ORPORecipe
+    | KTORecipe
+    | SimPORecipe
+    | PPORecipe
+    | GRPORecipe
+    | ClassifyRecipe
+    | PretrainRecipe,
     Field(discriminator="method"),
 ]
 RECIPE: TypeAdapter[Recipe] = TypeAdapter(Recipe)
 METHODS = tuple(RECIPES)
 # Each method's own section: `dpo:` belongs to `method: dpo`, and so on.
 METHOD_SECTIONS: dict[str, type[Section]] = {
-    name: cls.model_fields[name].annotation for name, cls in RECIPES.items() if name in cls.model_fields  # type: ignore[misc]
+    name: cls.model_fields[name].annotation
+    for name, cls in RECIPES.items()
+    if name in cls.model_fields  # type: ignore[misc]
 }
 # Keys a method does not take, and what takes their place: named when a recipe sets them anyway.
 NOT_FOR: dict[tuple[str, str], dict[str, str]] = {

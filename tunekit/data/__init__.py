@@ -1,9 +1,9 @@
 """Training data: read, detect the format, check every row, split off eval. Pure Python (no torch).
 
-    >>> from tunekit.config.schema import DataSection
-    >>> data = load_data(DataSection(train="builtin:reversal"), seed=0, method="sft")
-    >>> data.format, data.kind, len(data.train) > len(data.eval)
-    ('messages', 'messages', True)
+>>> from tunekit.config.schema import DataSection
+>>> data = load_data(DataSection(train="builtin:reversal"), seed=0, method="sft")
+>>> data.format, data.kind, len(data.train) > len(data.eval)
+('messages', 'messages', True)
 """
 
 from __future__ import annotations
@@ -83,12 +83,20 @@ def load_data(section: DataSection, seed: int, method: str, label_order: list[st
         eval_source = f"{section.eval_fraction:.0%} of {section.train} (seed {seed})"
     else:
         eval_rows, eval_numbers, eval_source = [], [], "none"
-    labels = _labels(train, eval_rows, eval_numbers, eval_file, section.train, label_order) if fmt == "classification" else []
+    labels = (
+        _labels(train, eval_rows, eval_numbers, eval_file, section.train, label_order)
+        if fmt == "classification"
+        else []
+    )
     return Data(train, eval_rows, fmt, normalised_kind(fmt), eval_source, labels)
 
 
 def _labels(
-    train: list[dict], eval_rows: list[dict], eval_numbers: list[int], eval_file: str, train_file: str,
+    train: list[dict],
+    eval_rows: list[dict],
+    eval_numbers: list[int],
+    eval_file: str,
+    train_file: str,
     order: list[str] | None,
 ) -> list[str]:
     """Train's label set; an eval label train never shows cannot be predicted, so it stops the run."""

@@ -27,7 +27,15 @@ from typing import Any
 from tunekit.errors import DataError
 
 FORMATS = (
-    "text", "prompt_completion", "messages", "alpaca", "sharegpt", "preference", "unpaired", "prompt", "classification"
+    "text",
+    "prompt_completion",
+    "messages",
+    "alpaca",
+    "sharegpt",
+    "preference",
+    "unpaired",
+    "prompt",
+    "classification",
 )
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {
@@ -188,8 +196,9 @@ def _preference(row: dict[str, Any]) -> dict[str, Any]:
     if isinstance(chosen, str) and isinstance(rejected, str):
         if not (HH_TURN.search(chosen) and HH_TURN.search(rejected)):
             raise RowError(
-                "prompt", "missing: chosen/rejected strings need a prompt field, or Anthropic-HH "
-                "'\\n\\nHuman: ... \\n\\nAssistant: ...' turns"
+                "prompt",
+                "missing: chosen/rejected strings need a prompt field, or Anthropic-HH "
+                "'\\n\\nHuman: ... \\n\\nAssistant: ...' turns",
             )
         chosen, rejected = _hh_messages(chosen, "chosen"), _hh_messages(rejected, "rejected")
     else:
@@ -199,7 +208,9 @@ def _preference(row: dict[str, Any]) -> dict[str, Any]:
     while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
         shared += 1
     if shared == 0 or chosen[shared]["role"] != "assistant" or rejected[shared]["role"] != "assistant":
-        raise RowError("chosen", "chosen and rejected must share their opening turns and then differ in an assistant turn")
+        raise RowError(
+            "chosen", "chosen and rejected must share their opening turns and then differ in an assistant turn"
+        )
     return {"prompt": chosen[:shared], "chosen": chosen[shared:], "rejected": rejected[shared:]}
 
 

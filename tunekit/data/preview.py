@@ -168,7 +168,6 @@ class Preview:
         mask = [m if end > start else 0 for m, (start, end) in zip(mask, encoding.offsets)]
         return Rendered(text, spans, list(encoding.ids), mask)
 
-
     def render_seq2seq(self, row: dict[str, Any], kind: str) -> Rendered:
         """An encoder-decoder example: the encoder's source, a newline, then the decoder's target (all of
         it carries loss). Token counts add both sides; training cuts each at data.max_length on its own."""
@@ -184,7 +183,9 @@ class Preview:
         source_ids = self.tokenizer.encode(source, add_special_tokens=source_special).ids
         target_ids = self.tokenizer.encode(target).ids  # the post-processor adds EOS, as `text_target` does
         eos = self.special.get("eos_token", "")
-        shown_target = target + eos if eos and target_ids and self.tokenizer.id_to_token(target_ids[-1]) == eos else target
+        shown_target = (
+            target + eos if eos and target_ids and self.tokenizer.id_to_token(target_ids[-1]) == eos else target
+        )
         text = f"{source}\n{shown_target}"
         return Rendered(
             text, [(len(source) + 1, len(text))], source_ids + target_ids, [0] * len(source_ids) + [1] * len(target_ids)

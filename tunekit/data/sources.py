@@ -52,9 +52,17 @@ def read_rows(source: str, split: str = "train") -> Rows:
     if where.is_dir():
         return _read_disk(where, split)
     suffix = where.suffix.lower()
-    readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet, ".txt": _read_txt}
+    readers = {
+        ".jsonl": _read_jsonl,
+        ".json": _read_json,
+        ".csv": _read_csv,
+        ".parquet": _read_parquet,
+        ".txt": _read_txt,
+    }
     if suffix not in readers:
-        raise DataError(f"{source}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv, .parquet or .txt")
+        raise DataError(
+            f"{source}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv, .parquet or .txt"
+        )
     rows = readers[suffix](where)
     if not rows:
         raise DataError(f"{source}: no rows")
@@ -88,7 +96,7 @@ def _read_json(path: Path) -> Rows:
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of rows (or {{\"data\": [...]}}); use .jsonl for one row a line")
+        raise DataError(f'{path}: expected a JSON list of rows (or {{"data": [...]}}); use .jsonl for one row a line')
     return list(enumerate(data, start=1))
 
 

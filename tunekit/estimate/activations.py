@@ -207,7 +207,12 @@ class Tape:
 
 
 def activation_bytes(
-    dims: Dims, regime: Regime, batch: int, seq: int, plan: Plan | None = None, cast_weight_elems: int = 0,
+    dims: Dims,
+    regime: Regime,
+    batch: int,
+    seq: int,
+    plan: Plan | None = None,
+    cast_weight_elems: int = 0,
     vocab_logits: bool = True,
 ) -> Activations:
     """Saved activations of one micro-batch of `batch` sequences of `seq` tokens.
@@ -284,8 +289,16 @@ def _head_bytes(dims: Dims, regime: Regime, plan: Plan, vocab_logits: bool = Tru
 
 
 # -- families -----------------------------------------------------------------------------------
-def _attn(tape: Tape, x: _T, d: Dims, prefix: str, names: tuple[str, ...], kv_from: _T | None = None,
-          rope: bool = True, bias: bool = False) -> _T:
+def _attn(
+    tape: Tape,
+    x: _T,
+    d: Dims,
+    prefix: str,
+    names: tuple[str, ...],
+    kv_from: _T | None = None,
+    rope: bool = True,
+    bias: bool = False,
+) -> _T:
     """Projections, attention and output projection; `names` = (q, k, v, o) or (qkv, o)."""
     src = kv_from or x
     kv_len = tape.seq + tape.prefix
@@ -430,8 +443,16 @@ def _t5_layer(tape: Tape, d: Dims, encoder: bool = False) -> None:
     ff_index = 1
     if not encoder:
         memory = tape.new(d.hidden, tape.r.stream)
-        c = _attn(tape, tape.rmsnorm(x, "t5"), d, f"{base}.layer.1.EncDecAttention", names, kv_from=memory,
-                  rope=False, bias=True)
+        c = _attn(
+            tape,
+            tape.rmsnorm(x, "t5"),
+            d,
+            f"{base}.layer.1.EncDecAttention",
+            names,
+            kv_from=memory,
+            rope=False,
+            bias=True,
+        )
         tape.dropout(c, d.dropout)
         ff_index = 2
     ff = f"{base}.layer.{ff_index}.DenseReluDense"

@@ -27,8 +27,15 @@ _TIED_BY_DEFAULT = {"gemma", "gemma2", "gpt2", "bloom", "opt", "t5", "mt5", "bar
 _HEAD_DIM_DEFAULT = {"gemma": 256, "gemma2": 256, "qwen3": 128}
 _KV_HEADS_DEFAULT = {"mistral": 8, "mixtral": 8, "qwen2": 32, "qwen3": 32, "gemma": 16, "gemma2": 4}
 _ACT_DEFAULT = {
-    "gemma": "gelu_pytorch_tanh", "gemma2": "gelu_pytorch_tanh", "gpt2": "gelu_new", "bloom": "bloom_gelu",
-    "gpt_neox": "gelu", "opt": "relu", "phi": "gelu_new", "bart": "gelu", "bert": "gelu",
+    "gemma": "gelu_pytorch_tanh",
+    "gemma2": "gelu_pytorch_tanh",
+    "gpt2": "gelu_new",
+    "bloom": "bloom_gelu",
+    "gpt_neox": "gelu",
+    "opt": "relu",
+    "phi": "gelu_new",
+    "bart": "gelu",
+    "bert": "gelu",
 }
 _DROPOUT_DEFAULT = {"gpt2": 0.1, "opt": 0.1, "t5": 0.1, "mt5": 0.1, "bart": 0.1, "bert": 0.1}
 
@@ -111,8 +118,15 @@ def read_dims(raw: dict[str, Any]) -> Dims:
     if c.model_type in LLAMA_LIKE:
         return _llama_like(c)
     readers = {
-        "gpt2": _gpt2, "bloom": _bloom, "gpt_neox": _gpt_neox, "opt": _opt, "phi": _phi,
-        "t5": _t5, "mt5": _t5, "bart": _bart, "bert": _bert,
+        "gpt2": _gpt2,
+        "bloom": _bloom,
+        "gpt_neox": _gpt_neox,
+        "opt": _opt,
+        "phi": _phi,
+        "t5": _t5,
+        "mt5": _t5,
+        "bart": _bart,
+        "bert": _bert,
     }
     if c.model_type not in readers:
         raise UserError(f"no analytic model of architecture {c.model_type!r}")
@@ -157,24 +171,29 @@ def _llama_like(c: _Config) -> Dims:
 
 def _plain(c: _Config, family: str, hidden: int, heads: int, **fields: Any) -> Dims:
     """A layer-norm, plain-MLP, multi-head family; `fields` are the ones that differ (they win)."""
-    return Dims(**{
-        **_common(c),
-        "family": family,
-        "hidden": hidden,
-        "heads": heads,
-        "kv_heads": heads,
-        "head_dim": hidden // heads,
-        "vocab": c.need("vocab_size"),
-        "gated_mlp": False,
-        "norm": "layer",
-        **fields,
-    })
+    return Dims(
+        **{
+            **_common(c),
+            "family": family,
+            "hidden": hidden,
+            "heads": heads,
+            "kv_heads": heads,
+            "head_dim": hidden // heads,
+            "vocab": c.need("vocab_size"),
+            "gated_mlp": False,
+            "norm": "layer",
+            **fields,
+        }
+    )
 
 
 def _gpt2(c: _Config) -> Dims:
     hidden = c.need("n_embd", "hidden_size")
     return _plain(
-        c, "gpt2", hidden, c.need("n_head", "num_attention_heads"),
+        c,
+        "gpt2",
+        hidden,
+        c.need("n_head", "num_attention_heads"),
         activation=str(c.get("activation_function", "gelu_new")),
         layers=c.need("n_layer", "num_hidden_layers"),
         ffn=int(c.get("n_inner", 4 * hidden)),
@@ -187,7 +206,10 @@ def _gpt2(c: _Config) -> Dims:
 def _bloom(c: _Config) -> Dims:
     hidden = c.need("hidden_size", "n_embed")
     return _plain(
-        c, "bloom", hidden, c.need("n_head", "num_attention_heads"),
+        c,
+        "bloom",
+        hidden,
+        c.need("n_head", "num_attention_heads"),
         layers=c.need("n_layer", "num_hidden_layers"),
         ffn=4 * hidden,
         max_positions=0,  # ALiBi: no position table
@@ -199,7 +221,10 @@ def _bloom(c: _Config) -> Dims:
 
 def _gpt_neox(c: _Config) -> Dims:
     return _plain(
-        c, "gpt_neox", c.need("hidden_size"), c.need("num_attention_heads"),
+        c,
+        "gpt_neox",
+        c.need("hidden_size"),
+        c.need("num_attention_heads"),
         layers=c.need("num_hidden_layers"),
         ffn=c.need("intermediate_size"),
         max_positions=int(c.get("max_position_embeddings", 2048)),
@@ -210,7 +235,10 @@ def _gpt_neox(c: _Config) -> Dims:
 
 def _opt(c: _Config) -> Dims:
     return _plain(
-        c, "opt", c.need("hidden_size"), c.need("num_attention_heads"),
+        c,
+        "opt",
+        c.need("hidden_size"),
+        c.need("num_attention_heads"),
         activation=str(c.get("activation_function", "relu")),
         layers=c.need("num_hidden_layers"),
         ffn=c.need("ffn_dim"),
@@ -223,7 +251,10 @@ def _opt(c: _Config) -> Dims:
 def _phi(c: _Config) -> Dims:
     heads = c.need("num_attention_heads")
     return _plain(
-        c, "phi", c.need("hidden_size"), heads,
+        c,
+        "phi",
+        c.need("hidden_size"),
+        heads,
         kv_heads=int(c.get("num_key_value_heads", heads)),
         layers=c.need("num_hidden_layers"),
         ffn=c.need("intermediate_size"),
@@ -262,7 +293,10 @@ def _t5(c: _Config) -> Dims:
 
 def _bart(c: _Config) -> Dims:
     return _plain(
-        c, "bart", c.need("d_model"), c.need("decoder_attention_heads", "encoder_attention_heads"),
+        c,
+        "bart",
+        c.need("d_model"),
+        c.need("decoder_attention_heads", "encoder_attention_heads"),
         activation=str(c.get("activation_function", "gelu")),
         layers=c.need("decoder_layers"),
         encoder_layers=c.need("encoder_layers"),
@@ -275,7 +309,10 @@ def _bart(c: _Config) -> Dims:
 
 def _bert(c: _Config) -> Dims:
     return _plain(
-        c, "bert", c.need("hidden_size"), c.need("num_attention_heads"),
+        c,
+        "bert",
+        c.need("hidden_size"),
+        c.need("num_attention_heads"),
         layers=c.need("num_hidden_layers"),
         ffn=c.need("intermediate_size"),
         max_positions=int(c.get("max_position_embeddings", 512)),

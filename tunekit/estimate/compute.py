@@ -70,8 +70,14 @@ class Compute:
 
 
 def training_compute(
-    model: Model, tokens: int, seq_len: int, gpu: str = "h100", num_gpus: int = 1, mfu: float = 0.4,
-    frozen_base: bool = False, gradient_checkpointing: bool = False,
+    model: Model,
+    tokens: int,
+    seq_len: int,
+    gpu: str = "h100",
+    num_gpus: int = 1,
+    mfu: float = 0.4,
+    frozen_base: bool = False,
+    gradient_checkpointing: bool = False,
 ) -> Compute:
     if tokens < 1:
         raise UserError(f"--tokens must be at least 1, got {tokens}")
@@ -93,10 +99,19 @@ def training_compute(
     gpu_seconds = flops / (chosen.flops * mfu)
     optimal = CHINCHILLA_TOKENS_PER_PARAMETER * model.parameters
     return Compute(
-        parameters=model.parameters, matmul_parameters=matmul, tokens=tokens, flops=flops,
-        flops_per_token=per_token, pflop_days=flops / PFLOP_DAY, gpu_hours=gpu_seconds / 3600,
-        wall_hours=gpu_seconds / 3600 / num_gpus, gpu=chosen, num_gpus=num_gpus, mfu=mfu,
-        chinchilla_tokens=optimal, note=chinchilla_note(tokens, optimal),
+        parameters=model.parameters,
+        matmul_parameters=matmul,
+        tokens=tokens,
+        flops=flops,
+        flops_per_token=per_token,
+        pflop_days=flops / PFLOP_DAY,
+        gpu_hours=gpu_seconds / 3600,
+        wall_hours=gpu_seconds / 3600 / num_gpus,
+        gpu=chosen,
+        num_gpus=num_gpus,
+        mfu=mfu,
+        chinchilla_tokens=optimal,
+        note=chinchilla_note(tokens, optimal),
     )
 
 
@@ -118,11 +133,15 @@ def matmul_parameters(model: Model) -> int:
 def chinchilla_note(tokens: int, optimal: int) -> str:
     ratio = tokens / optimal
     if ratio < 0.25:
-        return (f"{ratio:.2g}x the compute-optimal token count: fine for fine-tuning; for pretraining from "
-                "scratch this model is undertrained at this budget")
+        return (
+            f"{ratio:.2g}x the compute-optimal token count: fine for fine-tuning; for pretraining from "
+            "scratch this model is undertrained at this budget"
+        )
     if ratio > 4:
-        return (f"{ratio:.2g}x the compute-optimal token count: past Chinchilla-optimal (a smaller model "
-                "would reach the same loss for this compute; long training still pays off at inference)")
+        return (
+            f"{ratio:.2g}x the compute-optimal token count: past Chinchilla-optimal (a smaller model "
+            "would reach the same loss for this compute; long training still pays off at inference)"
+        )
     return f"{ratio:.2g}x the compute-optimal token count: close to Chinchilla-optimal"
 
 

@@ -75,8 +75,10 @@ def estimate_memory(target: str | Target, flags: dict[str, Any], overrides: list
     model = model_of(resolved)
     notes = list(resolved.notes)
     if model.counted != "analytic":
-        notes.append(f"{model.dims.model_type}: parameters counted on the meta device; activations use the "
-                     "Llama-like layer model and are approximate")
+        notes.append(
+            f"{model.dims.model_type}: parameters counted on the meta device; activations use the "
+            "Llama-like layer model and are approximate"
+        )
     estimates = []
     setup = Setup()
     for dtype in dtypes:
@@ -101,16 +103,22 @@ def _precision_notes(setup: Setup, dtypes: list[str], model: Model) -> list[str]
     notes = []
     method = setup.method
     if method in ("full", "freeze") and "bf16" in dtypes and not setup.uses_master_weights:
-        notes.append("bf16: pure bf16 (weights, gradients and AdamW states in bf16), as transformers' Trainer "
-                     "runs a bf16-loaded model; --master-weights adds fp32 master copies (DeepSpeed style)")
+        notes.append(
+            "bf16: pure bf16 (weights, gradients and AdamW states in bf16), as transformers' Trainer "
+            "runs a bf16-loaded model; --master-weights adds fp32 master copies (DeepSpeed style)"
+        )
     if method in ("full", "freeze") and "fp16" in dtypes and not setup.uses_master_weights:
         notes.append("fp16: fp32 weights under fp16 autocast (AMP), the only way fp16 full fine-tuning trains")
     if any(d in ("int8", "int4") for d in dtypes) and setup.training and setup.kbit_upcast:
-        notes.append("int8/int4: peft's prepare_model_for_kbit_training keeps embeddings, norms and the "
-                     "output head in fp32 (tunekit calls it); adapters train in the compute dtype (trl)")
+        notes.append(
+            "int8/int4: peft's prepare_model_for_kbit_training keeps embeddings, norms and the "
+            "output head in fp32 (tunekit calls it); adapters train in the compute dtype (trl)"
+        )
     if model.dims.experts and any(d in ("int8", "int4") for d in dtypes):
-        notes.append("mixture of experts: transformers 5 stores experts as 3-D parameters, which bitsandbytes "
-                     "does not quantise and `all-linear` LoRA does not target")
+        notes.append(
+            "mixture of experts: transformers 5 stores experts as 3-D parameters, which bitsandbytes "
+            "does not quantise and `all-linear` LoRA does not target"
+        )
     if model.dims.needs_eager and setup.attention in (None, "sdpa"):
         notes.append(f"{model.dims.model_type}: no SDPA path in transformers, eager attention assumed (s^2 scores)")
     return notes

@@ -127,8 +127,12 @@ def _load_base(config: dict[str, Any], setup: Setup, device: str, weights_from: 
     cls = _model_class(config)
     attn = {"attn_implementation": setup.attention} if setup.attention else {}
     if setup.quantized:  # bitsandbytes quantises while loading: random weights go through a folder
-        kwargs = {"quantization_config": _bnb_config(setup), "device_map": {"": device},
-                  "dtype": _torch_dtype(setup.compute_dtype), **attn}
+        kwargs = {
+            "quantization_config": _bnb_config(setup),
+            "device_map": {"": device},
+            "dtype": _torch_dtype(setup.compute_dtype),
+            **attn,
+        }
         if weights_from:
             return cls.from_pretrained(weights_from, **kwargs)
         with tempfile.TemporaryDirectory(prefix="tunekit-measure-") as folder:
@@ -169,8 +173,11 @@ def _bnb_config(setup: Setup) -> Any:
     if setup.dtype == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type=setup.quant_type, bnb_4bit_use_double_quant=setup.double_quant,
-        bnb_4bit_compute_dtype=_torch_dtype(setup.compute_dtype), bnb_4bit_quant_storage=torch.uint8,
+        load_in_4bit=True,
+        bnb_4bit_quant_type=setup.quant_type,
+        bnb_4bit_use_double_quant=setup.double_quant,
+        bnb_4bit_compute_dtype=_torch_dtype(setup.compute_dtype),
+        bnb_4bit_quant_storage=torch.uint8,
     )
 
 
@@ -199,8 +206,14 @@ def peft_config(config: dict[str, Any], setup: Setup) -> Any:
         raise UserError(f"--measure: peft's {setup.method} needs a causal or sequence-to-sequence LM, not {model_type}")
     targets = setup.lora_targets if isinstance(setup.lora_targets, str) else list(setup.lora_targets)
     if setup.method in ADAPTER_METHODS:
-        return LoraConfig(r=setup.lora_r, lora_alpha=2 * setup.lora_r, lora_dropout=setup.lora_dropout,
-                          target_modules=targets, bias=setup.lora_bias, task_type=task)
+        return LoraConfig(
+            r=setup.lora_r,
+            lora_alpha=2 * setup.lora_r,
+            lora_dropout=setup.lora_dropout,
+            target_modules=targets,
+            bias=setup.lora_bias,
+            task_type=task,
+        )
     if setup.method == "prompt-tuning":
         return PromptTuningConfig(num_virtual_tokens=setup.virtual_tokens, task_type=task)
     if setup.method == "prefix-tuning":
@@ -215,8 +228,13 @@ def _freeze_below(model: Any, config: dict[str, Any], top: int) -> Any:
 
     inv = inventory(config)
     layers = inv.dims.layers
-    trainable = {n for t in inv.tensors if t.stack == "decoder" for n in t.names()
-                 if int(n.split(".")[_layer_index(t.name)]) >= layers - top}
+    trainable = {
+        n
+        for t in inv.tensors
+        if t.stack == "decoder"
+        for n in t.names()
+        if int(n.split(".")[_layer_index(t.name)]) >= layers - top
+    }
     for name, param in model.named_parameters():
         param.requires_grad = name in trainable
     return model
@@ -312,8 +330,9 @@ def saved_tensor_bytes(model: Any, batch: dict[str, Any], setup: Setup) -> int:
     return sum(storages.values())
 
 
-def _peak_of_last_step(model: Any, optimizer: Any, batch: dict[str, Any], setup: Setup,
-                       device: str) -> tuple[int, str, int]:
+def _peak_of_last_step(
+    model: Any, optimizer: Any, batch: dict[str, Any], setup: Setup, device: str
+) -> tuple[int, str, int]:
     import torch
 
     if device == "cuda":
@@ -342,9 +361,10 @@ def _cpu_timeline() -> Iterator[_Timeline]:
     from torch.profiler import ProfilerActivity, profile
 
     result = _Timeline()
-    with _quiet_stderr(), profile(
-        activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
-    ) as prof:
+    with (
+        _quiet_stderr(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof,
+    ):
         yield result
     try:
         from torch.profiler._memory_profiler import Action
@@ -427,4 +447,3 @@ def optimizer_state_bytes(optimizer: Any) -> int:
 
 def describe_weights_source(path: str | None) -> str:
     return f"weights from {path}" if path and Path(path).exists() else "random weights built from the config"
-

@@ -56,8 +56,13 @@ class Estimate:
 
     def as_json(self) -> dict[str, int | str]:
         return {
-            "dtype": self.dtype, "method": self.method, "weights": self.weights, "gradients": self.gradients,
-            "optimizer": self.optimizer, "activations": self.activations, "overhead": self.overhead,
+            "dtype": self.dtype,
+            "method": self.method,
+            "weights": self.weights,
+            "gradients": self.gradients,
+            "optimizer": self.optimizer,
+            "activations": self.activations,
+            "overhead": self.overhead,
             "total": self.total,
         }
 
@@ -95,8 +100,10 @@ def _check_length(model: Model, setup: Setup) -> None:
     extra = setup.virtual_tokens if setup.method in ("prompt-tuning", "p-tuning") else 0
     length = setup.seq_len + extra + (0 if setup.training else setup.new_tokens)
     if length > d.max_positions:
-        raise UserError(f"{length} tokens per sequence exceed the {d.max_positions} positions {d.model_type} "
-                        "has (learned position embeddings); lower --seq-len")
+        raise UserError(
+            f"{length} tokens per sequence exceed the {d.max_positions} positions {d.model_type} "
+            "has (learned position embeddings); lower --seq-len"
+        )
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,8 @@ def _stage_parts(model: Model, setup: Setup) -> tuple[list[Part], list[str]]:
         return [_part(model, setup)], []
     if setup.stage == "reward":
         return [_part(score_model(model), setup, batch=pair, logits=False)], [
-            "reward: chosen and rejected sequences in one batch; a one-output score head replaces the LM head"]
+            "reward: chosen and rejected sequences in one batch; a one-output score head replaces the LM head"
+        ]
     if setup.stage in ("orpo", "simpo"):
         note = f"{setup.stage}: chosen and rejected in one batch, no reference model"
         return [_part(model, setup, batch=pair)], [note]
@@ -160,8 +168,7 @@ def score_model(model: Model) -> Model:
     body = tuple(t for t in model.tensors if t.kind != "head")
     # The head is a plain linear layer (peft also trains it under LoRA: H values, left out here).
     score = Tensor("score.weight", (1, model.dims.hidden), "head")
-    return Model(replace(model.dims, tied=False), (*body, score),
-                 model.counted)
+    return Model(replace(model.dims, tied=False), (*body, score), model.counted)
 
 
 # -- weights ------------------------------------------------------------------------------------
@@ -191,8 +198,10 @@ def _tensor_bytes(t: Tensor, setup: Setup, linear_modules: frozenset[str] = froz
 def trainables(model: Model, setup: Setup) -> list[Trainable]:
     method = setup.method
     if method == "full":
-        return [Trainable(t.shape, _tensor_bytes(t, setup) // t.numel, t.copies, t.kind == "embedding")
-                for t in model.tensors]
+        return [
+            Trainable(t.shape, _tensor_bytes(t, setup) // t.numel, t.copies, t.kind == "embedding")
+            for t in model.tensors
+        ]
     if method == "freeze":
         top = [t for t in model.tensors if t.stack == "decoder"]
         n = min(setup.trainable_layers, model.dims.layers)
@@ -213,8 +222,10 @@ def _extra_trainables(model: Model, setup: Setup) -> list[Trainable]:
         out: list[Trainable] = []
         for t in lora_targets(model, setup.lora_targets):
             fan_in, fan_out = t.in_out
-            out += [Trainable((setup.lora_r, fan_in), nbytes, t.copies),
-                    Trainable((fan_out, setup.lora_r), nbytes, t.copies)]
+            out += [
+                Trainable((setup.lora_r, fan_in), nbytes, t.copies),
+                Trainable((fan_out, setup.lora_r), nbytes, t.copies),
+            ]
         return out
     submodules = 2 if d.encoder_decoder else 1  # peft gives encoder-decoders a prompt per stack
     if setup.method == "prompt-tuning":
@@ -226,8 +237,11 @@ def _extra_trainables(model: Model, setup: Setup) -> list[Trainable]:
         return [Trainable((tokens, layers * 2 * width), nbytes)]
     if setup.method == "p-tuning":  # embedding + peft's default 3-layer MLP encoder (hidden -> hidden)
         h = d.hidden
-        return [Trainable((tokens * submodules, h), nbytes), *[Trainable((h, h), nbytes) for _ in range(3)],
-                *[Trainable((h,), nbytes) for _ in range(3)]]
+        return [
+            Trainable((tokens * submodules, h), nbytes),
+            *[Trainable((h, h), nbytes) for _ in range(3)],
+            *[Trainable((h,), nbytes) for _ in range(3)],
+        ]
     return []
 
 
@@ -256,8 +270,7 @@ def lora_targets(model: Model, targets: str | tuple[str, ...] | list[str]) -> li
 
 
 def _suffix_match(t: Tensor, target: str) -> bool:
-    return any(name.rsplit(".", 1)[0] == target or name.rsplit(".", 1)[0].endswith("." + target)
-               for name in t.names())
+    return any(name.rsplit(".", 1)[0] == target or name.rsplit(".", 1)[0].endswith("." + target) for name in t.names())
 
 
 # -- optimizer ----------------------------------------------------------------------------------
@@ -315,8 +328,11 @@ def plan(model: Model, setup: Setup) -> Plan:
     if setup.method in ADAPTER_METHODS:
         chosen = {t.module for t in lora_targets(model, setup.lora_targets)}
         rank = setup.lora_r
-        return Plan(lora=lambda name: rank if name in chosen else 0, lora_dropout=setup.lora_dropout,
-                    head_trains=any(t.kind == "head" for t in lora_targets(model, setup.lora_targets)))
+        return Plan(
+            lora=lambda name: rank if name in chosen else 0,
+            lora_dropout=setup.lora_dropout,
+            head_trains=any(t.kind == "head" for t in lora_targets(model, setup.lora_targets)),
+        )
     if setup.method == "prefix-tuning":
         return Plan(prefix_tokens=setup.virtual_tokens)
     return Plan(extra_tokens=setup.virtual_tokens)  # prompt-tuning, p-tuning
@@ -325,8 +341,13 @@ def plan(model: Model, setup: Setup) -> Plan:
 def _activations(model: Model, setup: Setup, batch: int | None = None, logits: bool = True) -> Activations:
     reg = regime(setup, model.dims)
     return activation_bytes(
-        model.dims, reg, batch or setup.batch_size, setup.seq_len, plan(model, setup),
-        cast_weight_elems=_autocast_copies(model, setup), vocab_logits=logits,
+        model.dims,
+        reg,
+        batch or setup.batch_size,
+        setup.seq_len,
+        plan(model, setup),
+        cast_weight_elems=_autocast_copies(model, setup),
+        vocab_logits=logits,
     )
 
 
@@ -357,8 +378,12 @@ def _peak(model: Model, setup: Setup, parts: list[Part], notes: list[str]) -> Es
     grads = sum(p.grads for p in parts)
     optim, step_scratch = sum(p.optim for p in parts), sum(p.step_scratch for p in parts)
     early_grads = max(p.early_grads for p in parts)
-    acts = Activations(sum(p.acts.saved for p in parts), max(p.acts.loss_transient for p in parts),
-                       max(p.acts.recompute for p in parts), max(p.acts.layer for p in parts))
+    acts = Activations(
+        sum(p.acts.saved for p in parts),
+        max(p.acts.loss_transient for p in parts),
+        max(p.acts.recompute for p in parts),
+        max(p.acts.layer for p in parts),
+    )
     if shard in ("zero1", "zero2", "zero3", "fsdp"):
         optim, step_scratch = -(-optim // n), -(-step_scratch // n)
     if shard in ("zero2", "zero3", "fsdp"):
@@ -386,9 +411,17 @@ def _peak(model: Model, setup: Setup, parts: list[Part], notes: list[str]) -> Es
     overhead = setup.cuda_context
     total = weights + optim + max(during_backward, during_step) + overhead
     return Estimate(
-        dtype=setup.dtype, method=setup.method, weights=weights, gradients=grads, optimizer=optim,
-        activations=acts.saved + max(acts.loss_transient, acts.recompute), overhead=overhead, total=total,
-        parameters=model.parameters, trainable=parts[0].trainable, notes=tuple(notes),
+        dtype=setup.dtype,
+        method=setup.method,
+        weights=weights,
+        gradients=grads,
+        optimizer=optim,
+        activations=acts.saved + max(acts.loss_transient, acts.recompute),
+        overhead=overhead,
+        total=total,
+        parameters=model.parameters,
+        trainable=parts[0].trainable,
+        notes=tuple(notes),
     )
 
 
@@ -427,11 +460,21 @@ def _inference(model: Model, setup: Setup) -> Estimate:
     activations = kv + working
     total = weights + activations + setup.cuda_context
     return Estimate(
-        dtype=setup.dtype, method="inference", weights=weights, gradients=0, optimizer=0,
-        activations=activations, overhead=setup.cuda_context, total=total, parameters=model.parameters,
-        trainable=0, notes=(_kv_note(setup, kv, sequences, positions),),
+        dtype=setup.dtype,
+        method="inference",
+        weights=weights,
+        gradients=0,
+        optimizer=0,
+        activations=activations,
+        overhead=setup.cuda_context,
+        total=total,
+        parameters=model.parameters,
+        trainable=0,
+        notes=(_kv_note(setup, kv, sequences, positions),),
     )
 
 
 def _kv_note(setup: Setup, kv: int, sequences: int, positions: int) -> str:
-    return f"inference, {setup.dtype}: KV cache {kv / 1024**3:.2f} GiB for {sequences} sequence(s) x {positions} positions"
+    return (
+        f"inference, {setup.dtype}: KV cache {kv / 1024**3:.2f} GiB for {sequences} sequence(s) x {positions} positions"
+    )

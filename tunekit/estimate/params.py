@@ -93,8 +93,16 @@ class _Builder:
         self.tensors.append(Tensor(name, shape, kind, copies, stack=stack if copies > 1 or "{i}" in name else ""))
 
     def linear(
-        self, name: str, fan_in: int, fan_out: int, bias: bool, copies: int = 1, *,
-        conv1d: bool = False, keep_fp32: bool = False, stack: str = "",
+        self,
+        name: str,
+        fan_in: int,
+        fan_out: int,
+        bias: bool,
+        copies: int = 1,
+        *,
+        conv1d: bool = False,
+        keep_fp32: bool = False,
+        stack: str = "",
     ) -> None:
         shape = (fan_in, fan_out) if conv1d else (fan_out, fan_in)
         layer_stack = stack if "{i}" in name else ""
@@ -113,8 +121,15 @@ def inventory(config: dict[str, Any]) -> Model:
     dims = read_dims(config)
     b = _Builder()
     builders = {
-        "llama": _llama, "gpt2": _gpt2, "bloom": _bloom, "gpt_neox": _gpt_neox, "opt": _opt,
-        "phi": _phi, "t5": _t5, "bart": _bart, "bert": _bert,
+        "llama": _llama,
+        "gpt2": _gpt2,
+        "bloom": _bloom,
+        "gpt_neox": _gpt_neox,
+        "opt": _opt,
+        "phi": _phi,
+        "t5": _t5,
+        "bart": _bart,
+        "bert": _bert,
     }
     builders[dims.family](b, dims, config)
     return Model(dims, tuple(b.tensors))

@@ -38,7 +38,10 @@ def local_gpu() -> LocalGpu | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout
         name, mib = out.splitlines()[0].rsplit(",", 1)
         return LocalGpu(name.strip(), int(float(mib)) * 2**20)
@@ -70,8 +73,15 @@ def as_json(estimates: list[Estimate]) -> dict[str, Any]:
 def memory_table(title: list[str], estimates: list[Estimate], skipped: list[str], notes: list[str]) -> str:
     local = local_gpu()
     header = ["dtype", *TERMS, "peak", "fits"]
-    rows = [[e.dtype, *(gib(getattr(e, term)) for term in TERMS), gib(e.total),
-             ", ".join(fits(e, local)) or "none of 24/40/48/80 GB"] for e in estimates]
+    rows = [
+        [
+            e.dtype,
+            *(gib(getattr(e, term)) for term in TERMS),
+            gib(e.total),
+            ", ".join(fits(e, local)) or "none of 24/40/48/80 GB",
+        ]
+        for e in estimates
+    ]
     rows += [[dtype, *(["-"] * (len(header) - 2)), reason] for dtype, reason in _skipped_rows(skipped)]
     lines = [*title, "", *_grid(header, rows)]
     lines.append("")
@@ -89,8 +99,10 @@ def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        left = [str(c).ljust(w) if i in (0, len(cells) - 1) else str(c).rjust(w)
-                for i, (c, w) in enumerate(zip(cells, widths))]
+        left = [
+            str(c).ljust(w) if i in (0, len(cells) - 1) else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths))
+        ]
         return "  ".join(left).rstrip()
 
     return [line(header), *(line(r) for r in rows)]
@@ -104,8 +116,9 @@ def measure_table(estimate_terms: dict[str, int], measured: dict[str, int], peak
         ratio = f"{value / got:.3f}" if got else "-"
         rows.append([term, f"{value:,}", f"{got:,}" if got else "n/a", ratio])
     lines = _grid(header, rows)
-    lines.append(f"bytes. peak: {peak_label}; the estimate's peak leaves out the CUDA context, which "
-                 "the allocator does not see.")
+    lines.append(
+        f"bytes. peak: {peak_label}; the estimate's peak leaves out the CUDA context, which the allocator does not see."
+    )
     return "\n".join(lines)
 
 
@@ -117,8 +130,10 @@ def compute_report(label: str, plan: Compute, seq_len: int) -> str:
         f"FLOPs per token   {plan.flops_per_token:.4g}",
         f"training FLOPs    {plan.flops:.4g}",
         f"petaflop/s-days   {plan.pflop_days:.4g}",
-        (f"GPU-hours         {plan.gpu_hours:,.1f} on {g.name} ({g.flops / 1e12:,.0f} TFLOP/s dense bf16 peak) "
-         f"at {plan.mfu:.0%} MFU"),
+        (
+            f"GPU-hours         {plan.gpu_hours:,.1f} on {g.name} ({g.flops / 1e12:,.0f} TFLOP/s dense bf16 peak) "
+            f"at {plan.mfu:.0%} MFU"
+        ),
         f"wall time         {_duration(plan.wall_hours)} on {plan.num_gpus} GPU{'s' if plan.num_gpus > 1 else ''}",
         f"Chinchilla tokens {plan.chinchilla_tokens:,} (20 per parameter)",
         f"note: {plan.note}",

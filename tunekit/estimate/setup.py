@@ -74,8 +74,14 @@ class Setup:
 
     def checked(self) -> Setup:
         """This setup, or a `UserError` naming the first impossible setting."""
-        for name, allowed in (("method", METHODS), ("stage", STAGES), ("dtype", DTYPES), ("optimizer", OPTIMIZERS),
-                              ("sharding", SHARDINGS), ("attention", (*ATTENTIONS, None))):
+        for name, allowed in (
+            ("method", METHODS),
+            ("stage", STAGES),
+            ("dtype", DTYPES),
+            ("optimizer", OPTIMIZERS),
+            ("sharding", SHARDINGS),
+            ("attention", (*ATTENTIONS, None)),
+        ):
             if getattr(self, name) not in allowed:
                 raise UserError(f"{name} {getattr(self, name)!r} is not one of: {', '.join(map(str, allowed))}")
         for name in ("batch_size", "seq_len", "grad_accum", "num_gpus", "beams"):

@@ -84,8 +84,15 @@ def _from_recipe(path: Path, overrides: list[str]) -> Target:
 
     recipe = load_recipe(path, overrides)
     model = resolve_model(recipe.model.name_or_path)
-    return Target(label=str(path), source="recipe", config=model.config, recipe=recipe, weights=model.weights,
-                  hub_id=model.hub_id or recipe.model.name_or_path, published_parameters=model.published_parameters)
+    return Target(
+        label=str(path),
+        source="recipe",
+        config=model.config,
+        recipe=recipe,
+        weights=model.weights,
+        hub_id=model.hub_id or recipe.model.name_or_path,
+        published_parameters=model.published_parameters,
+    )
 
 
 def _from_folder(name: str, path: Path, adapter: bool = False) -> Target:
@@ -94,15 +101,25 @@ def _from_folder(name: str, path: Path, adapter: bool = False) -> Target:
         raise UserError(f"model folder {name} has no config.json")
     has_weights = any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir())
     notes = (f"{name} is an adapter: the estimate is for its base, {path}",) if adapter else ()
-    return Target(label=name, source="folder", config=_read_config(config_file),
-                  weights=str(path) if has_weights else None, notes=notes)
+    return Target(
+        label=name,
+        source="folder",
+        config=_read_config(config_file),
+        weights=str(path) if has_weights else None,
+        notes=notes,
+    )
 
 
 def _from_json(name: str, path: Path) -> Target:
     raw = _read_json(path)
     if "config" in raw and "hub_id" in raw:  # a preset file
-        return Target(label=name, source="preset", config=raw["config"], hub_id=raw["hub_id"],
-                      published_parameters=raw.get("published_parameters"))
+        return Target(
+            label=name,
+            source="preset",
+            config=raw["config"],
+            hub_id=raw["hub_id"],
+            published_parameters=raw.get("published_parameters"),
+        )
     return Target(label=name, source="config", config=text_config(raw))
 
 
@@ -171,8 +188,13 @@ def _base_id(hub_id: str) -> str:
 @cache
 def load_preset(name: str) -> Target:
     raw = json.loads((preset_dir() / f"{name}.json").read_text(encoding="utf-8"))
-    return Target(label=name, source="preset", config=raw["config"], hub_id=raw.get("hub_id"),
-                  published_parameters=raw.get("published_parameters"))
+    return Target(
+        label=name,
+        source="preset",
+        config=raw["config"],
+        hub_id=raw.get("hub_id"),
+        published_parameters=raw.get("published_parameters"),
+    )
 
 
 def _closest(name: str) -> str:
@@ -233,8 +255,14 @@ def _offline() -> bool:
 
 
 # -- recipes ------------------------------------------------------------------------------------
-_ADAPTER_METHODS = {"none": "full", "lora": "lora", "qlora": "qlora", "prompt_tuning": "prompt-tuning",
-                    "prefix_tuning": "prefix-tuning", "p_tuning": "p-tuning"}
+_ADAPTER_METHODS = {
+    "none": "full",
+    "lora": "lora",
+    "qlora": "qlora",
+    "prompt_tuning": "prompt-tuning",
+    "prefix_tuning": "prefix-tuning",
+    "p_tuning": "p-tuning",
+}
 
 
 def setup_from_recipe(recipe: Any) -> dict[str, Any]:
@@ -251,7 +279,8 @@ def setup_from_recipe(recipe: Any) -> dict[str, Any]:
         "batch_size": training.batch_size,
         "grad_accum": training.gradient_accumulation_steps,
         "lora_r": adapter.r,
-        "lora_targets": adapter.target_modules if isinstance(adapter.target_modules, str)
+        "lora_targets": adapter.target_modules
+        if isinstance(adapter.target_modules, str)
         else tuple(adapter.target_modules),
         "lora_dropout": adapter.dropout,
         "lora_bias": adapter.bias,

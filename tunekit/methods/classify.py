@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from tunekit.config import Recipe
-from tunekit.train.fit import fit_trainer
 from tunekit.train.builders import trainer_inputs
-from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.fit import fit_trainer
+from tunekit.train.pipeline import Echo, Run
 from tunekit.train.summary import Trained
 
 FIGURES = {"eval_loss": "eval_loss", "eval_accuracy": "eval_accuracy", "eval_f1": "eval_f1"}
@@ -37,7 +36,10 @@ def train(run: Run, echo: Echo) -> Trained:
 
     # A plain Trainer takes no peft_config; peft's SEQ_CLS also trains the new head.
     inputs = trainer_inputs(
-        run, task_type="SEQ_CLS", train=_encode(run, run.data.train), evaluation=_encode(run, run.data.eval),
+        run,
+        task_type="SEQ_CLS",
+        train=_encode(run, run.data.train),
+        evaluation=_encode(run, run.data.eval),
         wrap_peft=True,
     )
     args = TrainingArguments(**trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(run.data.eval)))
@@ -55,9 +57,7 @@ def _encode(run: Run, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if not rows:
         return []
     ids = {name: i for i, name in enumerate(run.data.labels)}
-    encoded = run.tokenizer(
-        [row["text"] for row in rows], truncation=True, max_length=run.recipe.data.max_length
-    )
+    encoded = run.tokenizer([row["text"] for row in rows], truncation=True, max_length=run.recipe.data.max_length)
     return [
         {**{key: values[i] for key, values in encoded.items()}, "labels": ids[row["label"]]}
         for i, row in enumerate(rows)

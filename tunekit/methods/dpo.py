@@ -11,12 +11,9 @@ zero before training, where policy and reference agree) and `eval_preference_acc
 
 from __future__ import annotations
 
-from typing import Any
-
-from tunekit.config import Recipe
-from tunekit.train.fit import fit_trainer, preference_eval, PREFERENCE_FIGURES
 from tunekit.train.builders import trainer_inputs
-from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.fit import PREFERENCE_FIGURES, fit_trainer, preference_eval
+from tunekit.train.pipeline import Echo, Run
 from tunekit.train.summary import Trained
 
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunekit.config import Recipe
 from tunekit.errors import UserError
-from tunekit.train.fit import fit_trainer
 from tunekit.train.builders import trainer_inputs
+from tunekit.train.fit import fit_trainer
 from tunekit.train.pipeline import Echo, Plan, Run
 from tunekit.train.summary import Trained
 
@@ -31,8 +30,10 @@ def check(plan: Plan) -> None:
             f"must be a multiple of grpo.num_generations ({settings.num_generations})"
         )
     if t.batch_size % settings.num_generations:
-        raise UserError(f"training.batch_size ({t.batch_size}) must be a multiple of grpo.num_generations "
-                        f"({settings.num_generations}): evaluation samples one group per prompt per batch")
+        raise UserError(
+            f"training.batch_size ({t.batch_size}) must be a multiple of grpo.num_generations "
+            f"({settings.num_generations}): evaluation samples one group per prompt per batch"
+        )
 
 
 def train(run: Run, echo: Echo) -> Trained:
@@ -41,8 +42,8 @@ def train(run: Run, echo: Echo) -> Trained:
 
     from trl import GRPOConfig, GRPOTrainer
 
-    from tunekit.rl.rewards import reward_source
     from tunekit.data.formats import prompt_part
+    from tunekit.rl.rewards import reward_source
     from tunekit.train.builders import trainer_kwargs
 
     source = reward_source(settings, str(run.model.device))

@@ -10,13 +10,10 @@ eval data are pairs, the reference-free `eval_preference_accuracy_*`.
 
 from __future__ import annotations
 
-from typing import Any
-
-from tunekit.config import Recipe
 from tunekit.data.formats import unpair
-from tunekit.train.fit import fit_trainer, preference_eval
 from tunekit.train.builders import trainer_inputs
-from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.fit import fit_trainer, preference_eval
+from tunekit.train.pipeline import Echo, Run
 from tunekit.train.summary import Trained
 
 
@@ -39,5 +36,10 @@ def train(run: Run, echo: Echo) -> Trained:
         undesirable_weight=settings.undesirable_weight,
     )
     trainer = KTOTrainer(args=config, **trainer_inputs(run, train=train, evaluation=evaluation))
-    return fit_trainer(trainer, run, echo, {"eval_reward_margin": "eval_rewards/margins"},
-               extra_eval=preference_eval(trainer, run) if paired else None)
+    return fit_trainer(
+        trainer,
+        run,
+        echo,
+        {"eval_reward_margin": "eval_rewards/margins"},
+        extra_eval=preference_eval(trainer, run) if paired else None,
+    )

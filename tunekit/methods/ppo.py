@@ -101,11 +101,18 @@ def train(run: Run, echo: Echo) -> Trained:
         "kl_coef_last": history[-1]["kl_coef"],
     }
     return Trained(
-        steps=steps, runtime=runtime, train_loss=sum(h["loss"] for h in history) / len(history),
-        total_parameters=total, trainable_parameters=trainable, before=before, after=after,
-        eval_examples=len(eval_prompts), figures=figures, final=final,
+        steps=steps,
+        runtime=runtime,
+        train_loss=sum(h["loss"] for h in history) / len(history),
+        total_parameters=total,
+        trainable_parameters=trainable,
+        before=before,
+        after=after,
+        eval_examples=len(eval_prompts),
+        figures=figures,
+        final=final,
         closing=f"reward {figures['reward_mean_first']:.4f} -> {figures['reward_mean_last']:.4f}, "
-                f"KL {figures['kl_last']:.4f}",
+        f"KL {figures['kl_last']:.4f}",
     )
 
 
@@ -134,5 +141,3 @@ def _tail_mean(history: list[dict[str, float]], key: str) -> float:
     """Mean over the last tenth of the steps (at least one): one step's figure is noisy."""
     tail = history[-max(1, len(history) // 10) :]
     return sum(h[key] for h in tail) / len(tail)
-
-

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.models.refs import ModelRef
 from tunekit.errors import UserError
-from tunekit.train.fit import fit_trainer
+from tunekit.models.refs import ModelRef
 from tunekit.train.builders import trainer_inputs
+from tunekit.train.fit import fit_trainer
 from tunekit.train.pipeline import Echo, Plan, Run
 from tunekit.train.summary import Trained
 
@@ -52,8 +52,12 @@ def check(plan: Plan) -> Blocks:
     objective, size = check_model(recipe, plan.ref)
     if objective == "mlm" and tokenizer.mask_token is None:
         raise UserError(f"{recipe.model.name_or_path}'s tokenizer has no mask token, which masked LM needs")
-    return Blocks(objective, size, blocks(tokenizer, data.train, size, objective, recipe.data.train),
-                  blocks(tokenizer, data.eval, size, objective, data.eval_source))
+    return Blocks(
+        objective,
+        size,
+        blocks(tokenizer, data.train, size, objective, recipe.data.train),
+        blocks(tokenizer, data.eval, size, objective, data.eval_source),
+    )
 
 
 def train(run: Run, echo: Echo) -> Trained:
@@ -95,9 +99,13 @@ def check_model(recipe: Recipe, ref: ModelRef) -> tuple[str, int]:
     section = recipe.pretrain
     objective = section.objective if section.objective != "auto" else ("mlm" if encoder_only else "clm")
     if objective == "mlm" and not encoder_only:
-        raise UserError(f"pretrain.objective: mlm needs an encoder-only model (BERT family); {name} is a {family} model")
+        raise UserError(
+            f"pretrain.objective: mlm needs an encoder-only model (BERT family); {name} is a {family} model"
+        )
     if objective == "clm" and encoder_only:
-        raise UserError(f"pretrain.objective: clm is for decoder-only models; {name} is an encoder-only {family} model (use mlm)")
+        raise UserError(
+            f"pretrain.objective: clm is for decoder-only models; {name} is an encoder-only {family} model (use mlm)"
+        )
     size = section.block_size
     limit = config.get("max_position_embeddings") or config.get("n_positions")
     if limit is not None and size > limit:
@@ -121,7 +129,8 @@ def blocks(tokenizer: Any, rows: list[dict[str, Any]], size: int, objective: str
     count = len(stream) // size
     if count == 0:
         raise UserError(
-            f"{source}: {len(stream)} tokens of text, less than one block of {size}; add text or lower pretrain.block_size"
+            f"{source}: {len(stream)} tokens of text, less than one block of {size}; "
+            "add text or lower pretrain.block_size"
         )
     cut = [stream[i * size : (i + 1) * size] for i in range(count)]
     return [{"input_ids": ids, "labels": list(ids)} if objective == "clm" else {"input_ids": ids} for ids in cut]
@@ -129,7 +138,10 @@ def blocks(tokenizer: Any, rows: list[dict[str, Any]], size: int, objective: str
 
 def _masked_once(rows: list[dict[str, Any]], masker: Any) -> list[dict[str, Any]]:
     batch = masker(rows)
-    return [{"input_ids": ids, "labels": labels} for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist())]
+    return [
+        {"input_ids": ids, "labels": labels}
+        for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist())
+    ]
 
 
 def _collator(masker: Any) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:

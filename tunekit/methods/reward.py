@@ -10,14 +10,10 @@ rejected) and `eval_margin_*` (mean chosen - rejected score). `final/` is what `
 
 from __future__ import annotations
 
-from typing import Any
-
-from tunekit.config import Recipe
-from tunekit.train.fit import fit_trainer
 from tunekit.train.builders import trainer_inputs
-from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.fit import fit_trainer
+from tunekit.train.pipeline import Echo, Run
 from tunekit.train.summary import Trained
-
 
 HEAD = "score"
 

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunekit.config import Recipe
 from tunekit.errors import UserError
-from tunekit.train.preflight import check_targets
-from tunekit.train.fit import fit_trainer
 from tunekit.train.builders import trainer_inputs
+from tunekit.train.fit import fit_trainer
 from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.preflight import check_targets
 from tunekit.train.summary import Trained
 
 GENERATION_FIGURES = ("exact_match", "rougeL", "bleu")  # from tunekit.use.evaluate, as eval_<name>
@@ -32,8 +31,10 @@ HEAD = "seq2seq-lm"
 
 def check(plan: Plan) -> None:
     if plan.recipe.data.packing:
-        raise UserError("data.packing: packing joins decoder-only sequences; an encoder-decoder model reads one "
-                        "prompt per example: turn packing off")
+        raise UserError(
+            "data.packing: packing joins decoder-only sequences; an encoder-decoder model reads one "
+            "prompt per example: turn packing off"
+        )
     check_targets(plan.data, plan.recipe.data.train)
 
 
@@ -66,8 +67,10 @@ def train(run: Run, echo: Echo) -> Trained:
 
     generation = _generation_eval(trainer, run)
     if not cache_keeps_prefix(trainer.model, is_seq2seq=True):
-        echo("note: generation figures skipped: with the installed peft and transformers a prefix-tuned model "
-               "generates as its base (eval loss is measured as usual)")
+        echo(
+            "note: generation figures skipped: with the installed peft and transformers a prefix-tuned model "
+            "generates as its base (eval loss is measured as usual)"
+        )
         generation = None
     return fit_trainer(trainer, run, echo, {"eval_loss": "eval_loss"}, extra_eval=generation)
 
@@ -83,10 +86,13 @@ def encode(rows: list[dict[str, Any]], kind: str, tokenizer: Any, max_length: in
         assert found is not None, "check_targets lets only rows with a target through"
         prompt, target = found
         shown = render_prompt(tokenizer, prompt, chat_template=isinstance(prompt, list))
-        source_ids = tokenizer(shown.text, add_special_tokens=shown.special_tokens, truncation=True, max_length=max_length)
+        source_ids = tokenizer(
+            shown.text, add_special_tokens=shown.special_tokens, truncation=True, max_length=max_length
+        )
         labels = tokenizer(text_target=target, truncation=True, max_length=max_length)["input_ids"]
-        encoded.append({"input_ids": source_ids["input_ids"], "attention_mask": source_ids["attention_mask"],
-                        "labels": labels})
+        encoded.append(
+            {"input_ids": source_ids["input_ids"], "attention_mask": source_ids["attention_mask"], "labels": labels}
+        )
     return encoded
 
 

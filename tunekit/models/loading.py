@@ -104,8 +104,11 @@ def load_model(
         kwargs["num_labels"] = 1
     if head == "classify":  # the label names travel in config.json (id2label), for any tool reading final/
         assert labels, "the classify head needs the label names"
-        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                      label2id={name: i for i, name in enumerate(labels)})
+        kwargs.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+        )
     check_head(ref, head, command)  # first: T5 has no causal-LM class to load
     model = from_pretrained_or_explain(HEADS[head], ref.base.path, section, **kwargs)
     if quant is not None:
@@ -156,8 +159,10 @@ def check_head(ref: ModelRef, head: str, command: str | None = None) -> None:
             f"{ref.name} is an encoder-decoder model ({family}) with no sequence-classification head in transformers; "
             f"{shown} needs an encoder-only (BERT family), decoder-only, or T5/BART-family model"
         )
-    raise UserError(f"{ref.name} is an encoder-decoder model ({family}); {shown} needs a decoder-only model "
-                    "(`tunekit sft` trains encoder-decoders)")
+    raise UserError(
+        f"{ref.name} is an encoder-decoder model ({family}); {shown} needs a decoder-only model "
+        "(`tunekit sft` trains encoder-decoders)"
+    )
 
 
 def _apply_adapter(model: Any, ref: ModelRef, section: ModelSection, adapter: AdapterSection | None) -> Any:
@@ -172,7 +177,9 @@ def _apply_adapter(model: Any, ref: ModelRef, section: ModelSection, adapter: Ad
         )
     if adapter is not None and adapter.existing == "continue":
         if adapter.type == "none":
-            raise UserError("adapter.existing: continue trains the adapter in model.name_or_path; set adapter.type to lora or qlora")
+            raise UserError(
+                "adapter.existing: continue trains the adapter in model.name_or_path; set adapter.type to lora or qlora"
+            )
         return PeftModel.from_pretrained(model, path, is_trainable=True)
     if section.quantization != "none":
         raise UserError(

@@ -32,7 +32,9 @@ def package_model_path(name: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         # pip accepts the module name with - for _ (PyPI normalises both to the same project).
-        raise UserError(f"model {name}: Python package {module} is not installed (pip install {module.replace('_', '-')})")
+        raise UserError(
+            f"model {name}: Python package {module} is not installed (pip install {module.replace('_', '-')})"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / folder
     if not (path / "config.json").exists():
         raise UserError(f"model {name}: {path} has no config.json")

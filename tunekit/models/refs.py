@@ -32,8 +32,24 @@ from tunekit.models.tiny import ensure_tiny, is_tiny_ref, tiny_arch, tiny_config
 ADAPTER_CONFIG = "adapter_config.json"
 # Encoder-decoder families, for configs that leave `is_encoder_decoder` at their class default
 # (transformers' config classes set it; a config.json written by hand may omit it).
-ENCODER_DECODER_TYPES = ("t5", "mt5", "umt5", "longt5", "bart", "mbart", "pegasus", "pegasus_x", "marian", "led",
-                         "plbart", "m2m_100", "blenderbot", "blenderbot-small", "switch_transformers", "fsmt")
+ENCODER_DECODER_TYPES = (
+    "t5",
+    "mt5",
+    "umt5",
+    "longt5",
+    "bart",
+    "mbart",
+    "pegasus",
+    "pegasus_x",
+    "marian",
+    "led",
+    "plbart",
+    "m2m_100",
+    "blenderbot",
+    "blenderbot-small",
+    "switch_transformers",
+    "fsmt",
+)
 SOFT_PROMPT_TYPES = ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING")  # peft types with virtual tokens, no weights
 Kind = Literal["tiny", "package", "folder", "adapter", "hub"]
 
@@ -106,7 +122,11 @@ class ModelRef:
 
 
 def resolve(
-    name: str, revision: str | None = None, *, adapter: str | Path | None = None, build: bool = False,
+    name: str,
+    revision: str | None = None,
+    *,
+    adapter: str | Path | None = None,
+    build: bool = False,
     download: bool = False,
 ) -> ModelRef:
     """The one resolver. `adapter` puts an adapter folder on `name` (then the base); `build` makes a

@@ -21,8 +21,9 @@ SAMPLES = 3  # generations written to samples.jsonl each time
 class PPOLoop:
     """The PPO loop's state: policy (+ value head), reference, optimizer and KL controller."""
 
-    def __init__(self, recipe: Recipe, tokenizer: Any, model: Any, reference: Any, value_head: Any,
-                 reward: Any, steps: int) -> None:
+    def __init__(
+        self, recipe: Recipe, tokenizer: Any, model: Any, reference: Any, value_head: Any, reward: Any, steps: int
+    ) -> None:
         import torch
         from transformers import get_scheduler
 
@@ -37,7 +38,9 @@ class PPOLoop:
         else:
             self.optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
         warmup = int(t.warmup_steps * steps) if t.warmup_steps < 1 else int(t.warmup_steps)
-        self.scheduler = get_scheduler(t.lr_scheduler, self.optimizer, num_warmup_steps=warmup, num_training_steps=steps)
+        self.scheduler = get_scheduler(
+            t.lr_scheduler, self.optimizer, num_warmup_steps=warmup, num_training_steps=steps
+        )
         self.params, self.steps = params, steps
         self.kl = AdaptiveKL(self.settings.kl_coef, self.settings.target_kl, self.settings.kl_horizon)
 
@@ -52,8 +55,13 @@ class PPOLoop:
         with torch.random.fork_rng():
             torch.manual_seed(self.recipe.training.seed)
             for start in range(0, len(prompts), 16):
-                batch = sample(self.model, self.tokenizer, prompts[start : start + 16], self.settings,
-                               self.settings.max_prompt_length)
+                batch = sample(
+                    self.model,
+                    self.tokenizer,
+                    prompts[start : start + 16],
+                    self.settings,
+                    self.settings.max_prompt_length,
+                )
                 scores.extend(self._scores(batch).tolist())
         return round(sum(scores) / len(scores), 4)
 
@@ -82,8 +90,10 @@ class PPOLoop:
             bar.update(1)
             if step % self.recipe.training.logging_steps == 0 or step == self.steps:
                 append_metrics(out, stats)
-                bar.write(f"step {step}/{self.steps}  reward {stats['reward_mean']:.4g}  kl {stats['kl']:.4g}  "
-                          f"loss {stats['loss']:.4g}")
+                bar.write(
+                    f"step {step}/{self.steps}  reward {stats['reward_mean']:.4g}  kl {stats['kl']:.4g}  "
+                    f"loss {stats['loss']:.4g}"
+                )
             if step % self.settings.sample_every == 0 or step == 1:
                 _write_samples(out, step, rollout)
         bar.close()
@@ -142,8 +152,9 @@ class PPOLoop:
         self.model.train()
         n = len(rollout.batch.prompts)
         micro, accumulation = t.batch_size, t.gradient_accumulation_steps
-        totals: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "loss", "clip_fraction",
-                                                            "value_clip_fraction", "approx_kl")}
+        totals: dict[str, list[float]] = {
+            k: [] for k in ("policy_loss", "value_loss", "loss", "clip_fraction", "value_clip_fraction", "approx_kl")
+        }
         for _ in range(s.ppo_epochs):
             order = torch.randperm(n, device=rollout.batch.mask.device)
             for start in range(0, n, micro * accumulation):
@@ -153,13 +164,21 @@ class PPOLoop:
                     assert values is not None
                     mask = rollout.batch.mask[chunk]
                     pg, clip, approx = ppo_math.policy_loss(
-                        logprobs, rollout.logprobs[chunk], rollout.advantages[chunk], mask, s.cliprange)
+                        logprobs, rollout.logprobs[chunk], rollout.advantages[chunk], mask, s.cliprange
+                    )
                     vf, vclip = ppo_math.value_loss(
-                        values, rollout.values[chunk], rollout.returns[chunk], mask, s.cliprange_value)
+                        values, rollout.values[chunk], rollout.returns[chunk], mask, s.cliprange_value
+                    )
                     loss = pg + s.vf_coef * vf
                     (loss / accumulation).backward()
-                    for key, value in (("policy_loss", pg), ("value_loss", vf), ("loss", loss), ("clip_fraction", clip),
-                                       ("value_clip_fraction", vclip), ("approx_kl", approx)):
+                    for key, value in (
+                        ("policy_loss", pg),
+                        ("value_loss", vf),
+                        ("loss", loss),
+                        ("clip_fraction", clip),
+                        ("value_clip_fraction", vclip),
+                        ("approx_kl", approx),
+                    ):
                         totals[key].append(value.item())
                 if t.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)
@@ -168,8 +187,16 @@ class PPOLoop:
 
 
 class Rollout:
-    def __init__(self, batch: Any, logprobs: Any, values: Any, advantages: Any, returns: Any, scores: Any,
-                 stats: dict[str, float]) -> None:
+    def __init__(
+        self,
+        batch: Any,
+        logprobs: Any,
+        values: Any,
+        advantages: Any,
+        returns: Any,
+        scores: Any,
+        stats: dict[str, float],
+    ) -> None:
         self.batch, self.logprobs, self.values = batch, logprobs, values
         self.advantages, self.returns, self.scores, self.stats = advantages, returns, scores, stats
 
@@ -179,7 +206,10 @@ def _write_samples(out: Any, step: int, rollout: Rollout) -> None:
 
     with (out / "samples.jsonl").open("a", encoding="utf-8") as handle:
         for i in range(min(SAMPLES, len(rollout.batch.prompts))):
-            row = {"step": step, "prompt": rollout.batch.prompts[i], "completion": rollout.batch.completions[i],
-                   "reward": round(float(rollout.scores[i]), 4)}
+            row = {
+                "step": step,
+                "prompt": rollout.batch.prompts[i],
+                "completion": rollout.batch.completions[i],
+                "reward": round(float(rollout.scores[i]), 4),
+            }
             handle.write(json.dumps(row) + "\n")
-

@@ -53,9 +53,7 @@ def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: 
     raise ValueError(f"unknown KL estimator {estimator!r}")
 
 
-def shaped_rewards(
-    scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float
-) -> torch.Tensor:
+def shaped_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
     """Per-token rewards: -kl_coef * KL on every response token, plus the score on the last one."""
     rewards = -kl_coef * kl * mask
     last = (mask.sum(1).long() - 1).clamp(min=0)  # index of each response's last real token

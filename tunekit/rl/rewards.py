@@ -80,9 +80,11 @@ def _classifier(section: RewardSourceSection, device: str) -> Reward:
     only_completion = section.reward_input == "completion"
 
     def call(prompts: list[Any], completions: list[str]) -> list[float]:
-        texts = completions if only_completion else [
-            render_sequence(tokenizer, p, c).text for p, c in zip(prompts, completions)
-        ]
+        texts = (
+            completions
+            if only_completion
+            else [render_sequence(tokenizer, p, c).text for p, c in zip(prompts, completions)]
+        )
         return score_texts(model, tokenizer, texts, label=index)
 
     return call
@@ -116,5 +118,3 @@ def s_words(prompts: list[Any], completions: list[str]) -> list[float]:
 def brevity(prompts: list[Any], completions: list[str]) -> list[float]:
     """Toy reward: 1 for an empty completion, falling as 1 / (1 + words / 4)."""
     return [round(1 / (1 + len(WORD.findall(c)) / 4), 4) for c in completions]
-
-

@@ -55,12 +55,24 @@ def sample(model: Any, tokenizer: Any, prompts: list[Any], settings: RewardSourc
     """Generate one response per prompt with the recipe's sampling settings."""
     rendered = [render_prompt(tokenizer, p) for p in prompts]
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"  # keep the end of long prompts
-    encoded = tokenizer([r.text for r in rendered], return_tensors="pt", padding=True, truncation=True,
-                        max_length=max_prompt, add_special_tokens=rendered[0].special_tokens).to(model.device)
+    encoded = tokenizer(
+        [r.text for r in rendered],
+        return_tensors="pt",
+        padding=True,
+        truncation=True,
+        max_length=max_prompt,
+        add_special_tokens=rendered[0].special_tokens,
+    ).to(model.device)
     stops = stop_ids(model, tokenizer)
     output = model.generate(
-        **encoded, do_sample=True, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-        top_k=settings.top_k or 0, top_p=settings.top_p, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+        **encoded,
+        do_sample=True,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_k=settings.top_k or 0,
+        top_p=settings.top_p,
+        eos_token_id=stops,
+        pad_token_id=tokenizer.pad_token_id,
     )
     prompt_length = encoded.input_ids.shape[1]
     responses = output[:, prompt_length:]
@@ -82,11 +94,16 @@ def forward(
     """Log-probs [b, T] of the response tokens (at the sampling temperature), entropies [b, T], values [b, T]."""
     input_ids, attention_mask = batch.input_ids[rows], batch.attention_mask[rows]
     position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)  # left padding: count real tokens only
-    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   output_hidden_states=value_head is not None, use_cache=False)
+    output = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        output_hidden_states=value_head is not None,
+        use_cache=False,
+    )
     start = batch.prompt_length - 1  # the logits at position i predict token i + 1
     logits = output.logits[:, start:-1].float() / temperature
-    targets = input_ids[:, batch.prompt_length:]
+    targets = input_ids[:, batch.prompt_length :]
     logprobs = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     values = value_head(output.hidden_states[-1][:, start:-1]) if value_head is not None else None
     return logprobs, entropy_from_logits(logits.detach()), values

@@ -61,7 +61,12 @@ def score_texts(
     """The logit of output `label` for each text, in batches (truncated to the model's maximum length)."""
     scores: list[float] = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                          add_special_tokens=special).to(model.device)
+        batch = tokenizer(
+            texts[start : start + batch_size],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            add_special_tokens=special,
+        ).to(model.device)
         scores.extend(model(**batch).logits[:, label].float().tolist())
     return scores

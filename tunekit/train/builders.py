@@ -54,14 +54,18 @@ def peft_config(
             bias=adapter.bias,
             task_type=task_type,
             # peft's SEQ_CLS trains a new head named `classifier` or `score`; T5 and BART name theirs so
-            modules_to_save=["classification_head"] if task_type == "SEQ_CLS" and hasattr(model, "classification_head") else None,
+            modules_to_save=["classification_head"]
+            if task_type == "SEQ_CLS" and hasattr(model, "classification_head")
+            else None,
         )
     common: dict[str, Any] = {"task_type": task_type, "num_virtual_tokens": adapter.num_virtual_tokens}
     if adapter.type == "prompt_tuning":
         if adapter.prompt_init == "random":
             return PromptTuningConfig(**common)
         return PromptTuningConfig(
-            **common, prompt_tuning_init="TEXT", prompt_tuning_init_text=adapter.prompt_init_text,
+            **common,
+            prompt_tuning_init="TEXT",
+            prompt_tuning_init_text=adapter.prompt_init_text,
             tokenizer_name_or_path=tokenizer_path,
         )
     if adapter.type == "prefix_tuning":
@@ -69,11 +73,10 @@ def peft_config(
             **common, prefix_projection=adapter.prefix_projection, encoder_hidden_size=adapter.encoder_hidden_size
         )
     return PromptEncoderConfig(
-        **common, encoder_hidden_size=adapter.encoder_hidden_size,
+        **common,
+        encoder_hidden_size=adapter.encoder_hidden_size,
         encoder_reparameterization_type=adapter.encoder_type.upper(),
     )
-
-
 
 
 def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval: bool) -> dict[str, Any]:
@@ -127,8 +130,6 @@ def count_parameters(model: Any) -> tuple[int, int]:
         if param.requires_grad:
             trainable += n
     return total, trainable
-
-
 
 
 def trainer_inputs(

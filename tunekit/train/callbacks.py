@@ -103,8 +103,12 @@ class FirstEvaluation(TrainerCallback, ExportableState):
     """
 
     def __init__(
-        self, trainer: Any, figures: dict[str, str], extra_eval: Callable[[], dict[str, float]] | None,
-        report: Callable[[str], None], found: dict[str, float] | None = None,
+        self,
+        trainer: Any,
+        figures: dict[str, str],
+        extra_eval: Callable[[], dict[str, float]] | None,
+        report: Callable[[str], None],
+        found: dict[str, float] | None = None,
     ) -> None:
         self.trainer, self.figures, self.extra_eval, self.report = trainer, figures, extra_eval, report
         self.found = found

@@ -13,7 +13,9 @@ waits for every process, fsyncs the files, records their sizes and the recipe ha
 keeps the newest `training.save_total_limit`. `latest()` takes the newest folder whose manifest,
 sizes, trainer state and file headers check out, and says why it skipped any newer one.
 
-    >>> find = latest(Path("runs/x/checkpoints")); find.path, find.skipped
+    >>> found = latest(Path("runs/never-run/checkpoints"))
+    >>> found.path, found.skipped
+    (None, [])
 """
 
 from __future__ import annotations

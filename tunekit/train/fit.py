@@ -65,9 +65,16 @@ def fit_trainer(
     # Tokens trained by this run: after a resume transformers counts on from the checkpoint's total.
     tokens = int(trainer.state.num_input_tokens_seen) - (run.resume.tokens_seen if run.resume else 0)
     return Trained(
-        steps=trainer.state.global_step, runtime=runtime, train_loss=result.training_loss,
-        total_parameters=total, trainable_parameters=trainable, before=first.found or {}, after=after,
-        eval_examples=len(data.eval), tokens=tokens, figures={**_scale_figures(trainer, run), **(extra_summary or {})},
+        steps=trainer.state.global_step,
+        runtime=runtime,
+        train_loss=result.training_loss,
+        total_parameters=total,
+        trainable_parameters=trainable,
+        before=first.found or {},
+        after=after,
+        eval_examples=len(data.eval),
+        tokens=tokens,
+        figures={**_scale_figures(trainer, run), **(extra_summary or {})},
         final=final,
     )
 
@@ -86,8 +93,10 @@ def _train(trainer: Any, run: Run, echo: Echo) -> Any:
             echo(describe(resume, trainer.args.max_steps))
             made_with = resume.manifest.get("world_size", 1)
             if made_with != trainer.args.world_size:
-                echo(f"  note: made with {made_with} process(es), resumed with {trainer.args.world_size}: "
-                       "the global batch and the data position per process differ")
+                echo(
+                    f"  note: made with {made_with} process(es), resumed with {trainer.args.world_size}: "
+                    "the global batch and the data position per process differ"
+                )
     result = trainer.train(resume_from_checkpoint=str(resume.path) if resume and resume.path else None)
     found = {type(cb): cb for cb in trainer.callback_handler.callbacks}
     stop, writer = found.get(StopOnSignal), found.get(CheckpointWriter)

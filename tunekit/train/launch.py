@@ -55,8 +55,7 @@ def resolve_config(value: str) -> Path:
     if value in config_names():
         return CONFIG_DIR / f"{value}.yaml"
     raise UserError(
-        f"--accelerate-config {value}: no such file, and not one of tunekit's configs "
-        f"({', '.join(config_names())})"
+        f"--accelerate-config {value}: no such file, and not one of tunekit's configs ({', '.join(config_names())})"
     )
 
 

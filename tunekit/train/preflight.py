@@ -43,8 +43,10 @@ def check_loss_survives(preview: Preview, data: Data, recipe: Recipe) -> list[st
                 f"examples (their completions start after token {first_loss[0]} to {first_loss[-1]}); raise "
                 f"data.max_length to at least {statistics.median_high(first_loss) + 16} for half of them to train"
             )
-        notes.append(f"{len(lost):,} of {len(shown):,} {part} examples lose every loss-carrying token at "
-                     f"data.max_length={limit} and are skipped")
+        notes.append(
+            f"{len(lost):,} of {len(shown):,} {part} examples lose every loss-carrying token at "
+            f"data.max_length={limit} and are skipped"
+        )
     return notes
 
 

@@ -6,9 +6,10 @@
     >>> summary["method"], summary["steps"], summary["train_loss"]
     ('sft', 3, 2.5)
 
-Every summary has the keys the README's run-folder table promises (`method`, `adapter`, `total_parameters`, `trainable_parameters`,
-`steps`, `runtime_seconds`, `train_loss`), `<figure>_before` / `<figure>_after` for each held-out
-figure the method measured, the method's own figures, and `environment` (tunekit.doctor.environment).
+Every summary has the keys the README's run-folder table promises (`method`, `adapter`,
+`total_parameters`, `trainable_parameters`, `steps`, `runtime_seconds`, `train_loss`),
+`<figure>_before` / `<figure>_after` for each held-out figure the method measured, the method's own
+figures, and `environment` (tunekit.doctor.environment).
 """
 
 from __future__ import annotations

@@ -24,7 +24,13 @@ from tunekit.data.sources import resolve_source
 from tunekit.errors import DataError, UserError
 from tunekit.models.refs import ModelRef, resolve
 from tunekit.models.tiny import tiny_arch
-from tunekit.train.preflight import MAX_ROWS_MEASURED, check_loss_survives, check_reward_source, check_targets, sample_rows
+from tunekit.train.preflight import (
+    MAX_ROWS_MEASURED,
+    check_loss_survives,
+    check_reward_source,
+    check_targets,
+    sample_rows,
+)
 
 
 @dataclass
@@ -68,10 +74,15 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
         return report
     report = Report(recipe, ref.describe(), data)
     if isinstance(recipe, PretrainRecipe):
-        objective = {"clm": "next-token prediction", "mlm": f"the masked {recipe.pretrain.mlm_probability:.0%} of tokens",
-                     "auto": "next tokens (decoder-only) or masked tokens (encoder-only)"}[recipe.pretrain.objective]
+        objective = {
+            "clm": "next-token prediction",
+            "mlm": f"the masked {recipe.pretrain.mlm_probability:.0%} of tokens",
+            "auto": "next tokens (decoder-only) or masked tokens (encoder-only)",
+        }[recipe.pretrain.objective]
         size = recipe.pretrain.block_size
-        report.notes.append(f"pretrain: documents are concatenated and cut into blocks of {size} tokens; loss on {objective}")
+        report.notes.append(
+            f"pretrain: documents are concatenated and cut into blocks of {size} tokens; loss on {objective}"
+        )
     if preview is None:
         report.notes.append(
             "tokenizer not available offline: examples and token statistics skipped (training will download it)"
@@ -84,8 +95,10 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     seq2seq = recipe.method == "sft" and ref.is_encoder_decoder
     if seq2seq:
         check_targets(data, recipe.data.train)
-        report.notes.append("encoder-decoder model: each example shows the encoder's input, then the target "
-                            "(decoder, marked); each side is cut at data.max_length on its own")
+        report.notes.append(
+            "encoder-decoder model: each example shows the encoder's input, then the target "
+            "(decoder, marked); each side is cut at data.max_length on its own"
+        )
     if recipe.method == "sft" and not seq2seq:
         report.notes += check_loss_survives(preview, data, recipe)
     rendered, labels = [], []

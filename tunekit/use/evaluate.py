@@ -135,8 +135,14 @@ def evaluate(
         nll, tokens = _causal_loss(loaded, shown, data.kind, batch_size, max_length)
     loss = nll / tokens if tokens else float("nan")
     metrics: dict[str, Any] = {
-        "loss": loss, "perplexity": _exp(loss), "exact_match": None, "rougeL": None, "bleu": None,
-        "num_examples": len(data.rows), "loss_tokens": tokens, "shots": shots,
+        "loss": loss,
+        "perplexity": _exp(loss),
+        "exact_match": None,
+        "rougeL": None,
+        "bleu": None,
+        "num_examples": len(data.rows),
+        "loss_tokens": tokens,
+        "shots": shots,
     }
     pairs = [p for p in (pair(row, data.kind) for row, _ in shown) if p is not None]
     if not pairs or not cache_keeps_prefix(loaded.model, loaded.is_seq2seq):  # (the loader's note says why)
@@ -249,8 +255,12 @@ def _seq2seq_loss(
         batch = [p for p in pairs[start : start + batch_size] if p is not None]
         prompts = [render_prompt(tokenizer, p, chat_template=isinstance(p, list)) for p, _ in batch]
         inputs = tokenizer(
-            [p.text for p in prompts], add_special_tokens=prompts[0].special_tokens, padding=True,
-            truncation=True, max_length=max_length, return_tensors="pt",
+            [p.text for p in prompts],
+            add_special_tokens=prompts[0].special_tokens,
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
         ).to(loaded.device)
         target = tokenizer(
             text_target=[t for _, t in batch], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
@@ -267,4 +277,3 @@ def write_predictions(path: Path, records: list[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-

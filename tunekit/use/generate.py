@@ -102,8 +102,12 @@ class Decoding:
         """The model's generation_config with our decoding choices on top (its end-of-turn ids stay)."""
         config = copy.deepcopy(model.generation_config)
         config.update(
-            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, num_beams=self.num_beams,
-            repetition_penalty=self.repetition_penalty, stop_strings=self.stop or None, num_return_sequences=1,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            num_beams=self.num_beams,
+            repetition_penalty=self.repetition_penalty,
+            stop_strings=self.stop or None,
+            num_return_sequences=1,
         )
         # Sampling knobs stay unset under greedy/beam search, so transformers does not warn they are ignored.
         sampling = (self.temperature, self.top_k, self.top_p) if self.do_sample else (None, None, None)
@@ -212,8 +216,14 @@ def cache_keeps_prefix(model: Any, is_seq2seq: bool) -> bool:
     device = next(model.parameters()).device
     probe = torch.tensor([[1, 2, 3, 4]], device=device)
     with torch.no_grad():
-        generated = model.generate(input_ids=probe, max_new_tokens=1, do_sample=False, output_logits=True,
-                                   return_dict_in_generate=True, use_cache=True)
+        generated = model.generate(
+            input_ids=probe,
+            max_new_tokens=1,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            use_cache=True,
+        )
         extra = {"decoder_input_ids": generated.sequences[:, :1]} if is_seq2seq else {}  # the decoder's start
         forward = model(input_ids=probe, use_cache=False, **extra).logits[0, -1]
     return bool(torch.allclose(generated.logits[0][0].float(), forward.float(), atol=1e-3, rtol=1e-3))

@@ -85,8 +85,10 @@ def load(
         from tunekit.use.generate import cache_keeps_prefix
 
         if not cache_keeps_prefix(model, is_seq2seq):
-            notes.append("with the installed peft and transformers this prefix-tuning adapter generates as its "
-                         "base model: tunekit measures its loss, and generates nothing with it")
+            notes.append(
+                "with the installed peft and transformers this prefix-tuning adapter generates as its "
+                "base model: tunekit measures its loss, and generates nothing with it"
+            )
     model.eval()
     return Loaded(model, load_tokenizer_for(ref, section), ref, is_seq2seq, notes)
 

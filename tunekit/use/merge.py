@@ -30,9 +30,9 @@ import torch
 
 from tunekit.config.schema import ModelSection
 from tunekit.errors import UserError
-from tunekit.models.refs import ModelRef
-from tunekit.use.load import trained_section, attach_adapter, load_base, load_tokenizer_for, resolve_reference
 from tunekit.models.loading import from_pretrained_or_explain
+from tunekit.models.refs import ModelRef
+from tunekit.use.load import attach_adapter, load_base, load_tokenizer_for, resolve_reference, trained_section
 
 PROBES = (
     "Reverse the words: apple river stone",
