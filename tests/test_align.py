@@ -44,7 +44,7 @@ def test_preference_formats_normalise_to_explicit_pairs(tmp_path: Path) -> None:
         data = load_data(DataSection(train=str(path), eval_fraction=0), seed=0, method="dpo")
         assert data.format == "preference"
         assert data.train[0]["prompt"] == expected_prompt
-        assert set(data.train[0]) == {"prompt", "chosen", "rejected"}
+        assert set(data.train[0]) == {"prompt", "chosen", "rejected", "_source"}
 
 
 def test_kto_rows_and_pairs(tmp_path: Path) -> None:
@@ -127,7 +127,10 @@ def test_dpo_starts_from_an_sft_adapter(cli, tmp_path: Path, existing: str, adap
 def test_score_reports_pairwise_accuracy_of_a_trained_reward_model(cli, tmp_path: Path) -> None:
     shipped = ROOT / "recipes" / "tiny" / "reward.yaml"
     section = DataSection(train="builtin:reversal-preference", eval_fraction=0.05)
-    held_out = write_jsonl(tmp_path / "held.jsonl", load_data(section, seed=42, method="reward").eval[:16])
+    held_out = write_jsonl(
+        tmp_path / "held.jsonl",
+        load_data(section, seed=42, method="reward").eval.select(range(16)).remove_columns("_source").to_list(),
+    )
     assert cli("reward", str(shipped), f"output_dir={tmp_path / 'rm'}").code == 0
     result = cli("score", str(tmp_path / "rm" / "final"), "--data", str(held_out), "--json")
     assert result.code == 0, result.err

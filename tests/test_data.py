@@ -32,7 +32,7 @@ def test_each_format_is_detected_and_normalised(tmp_path: Path, fmt: str) -> Non
     assert len(data.train) == 9 and len(data.eval) == 3
     row = data.train[0]
     expected_keys = {"text": {"text"}, "messages": {"messages"}}.get(data.kind, {"prompt", "completion"})
-    assert set(row) == expected_keys
+    assert set(row) == expected_keys | {"_source"}  # _source: which source gave the row (counted for summary.json)
 
 
 def test_sharegpt_roles_become_openai_roles() -> None:
@@ -57,7 +57,7 @@ def test_eval_split_is_seeded(tmp_path: Path) -> None:
     first = load_data(DataSection(train=str(path), eval_fraction=0.25), seed=1, method="sft").eval
     again = load_data(DataSection(train=str(path), eval_fraction=0.25), seed=1, method="sft").eval
     other = load_data(DataSection(train=str(path), eval_fraction=0.25), seed=2, method="sft").eval
-    assert first == again and first != other
+    assert first.to_list() == again.to_list() and first.to_list() != other.to_list()
 
 
 def test_csv_parquet_json_and_disk_sources(tmp_path: Path) -> None:

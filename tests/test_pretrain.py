@@ -91,7 +91,8 @@ def test_blocks_concatenate_documents_with_eos_between() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny("tiny:llama"))
     docs = [{"text": text} for text in sentences("sentiment-test")]
-    made = blocks(tokenizer, docs, 32, "clm", "eval")
+    cut = blocks({"text": [d["text"] for d in docs]}, tokenizer, 32, "clm")  # one batch of documents
+    made = [dict(zip(cut, values)) for values in zip(*cut.values())]
     stream = [i for doc in tokenizer([d["text"] for d in docs])["input_ids"] for i in doc + [tokenizer.eos_token_id]]
     assert len(made) == len(stream) // 32 and all(len(b["input_ids"]) == 32 for b in made)
     assert [i for b in made for i in b["input_ids"]] == stream[
@@ -100,7 +101,8 @@ def test_blocks_concatenate_documents_with_eos_between() -> None:
     assert all(b["labels"] == b["input_ids"] for b in made)  # the model shifts labels itself
 
     bert = AutoTokenizer.from_pretrained(ensure_tiny("tiny:bert"))
-    masked = blocks(bert, docs, 32, "mlm", "eval")
+    masked_cut = blocks({"text": [d["text"] for d in docs]}, bert, 32, "mlm")
+    masked = [dict(zip(masked_cut, values)) for values in zip(*masked_cut.values())]
     flat = [i for b in masked for i in b["input_ids"]]
     assert "labels" not in masked[0] and flat.count(bert.cls_token_id) >= len(docs) - 1  # [CLS] ... [SEP] per document
 

@@ -35,7 +35,11 @@ def quiet_libraries() -> None:
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"(transformers|trl|peft|accelerate|torch|bitsandbytes|datasets)(\.|$)")
-    transformers = sys.modules.get("transformers")  # imported already (by a test, or a script calling main())
+    # Imported already (by a test, or a script calling main()): they read the settings above at import.
+    transformers, datasets = sys.modules.get("transformers"), sys.modules.get("datasets")
     if transformers is not None:
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+    if datasets is not None:
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()

@@ -16,7 +16,7 @@ import sys
 import typer
 
 from tunekit import __version__
-from tunekit.cli import doctor, estimate, recipes, score, tiny, train, use, validate
+from tunekit.cli import doctor, estimate, preprocess, recipes, score, tiny, train, use, validate
 from tunekit.errors import UserError
 from tunekit.quiet import quiet_libraries
 from tunekit.train import launch  # launch: no torch at import
@@ -46,6 +46,7 @@ def _root(
 
 train.register(app)
 validate.register(app)
+preprocess.register(app)
 recipes.register(app)
 tiny.register(app)
 use.register(app)

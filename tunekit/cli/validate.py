@@ -6,6 +6,7 @@ $ tunekit validate recipes/quickstart.yaml
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,6 +25,7 @@ def register(app: typer.Typer) -> None:
         """Check a recipe without training: schema, model, data rows, rendered examples, token lengths."""
         from tunekit.config import load_recipe
         from tunekit.config.schema import SFTRecipe
+        from tunekit.train.preflight import MAX_ROWS_MEASURED
         from tunekit.train.validate import check_recipe
 
         report = check_recipe(load_recipe(recipe, overrides), examples=examples)
@@ -31,12 +33,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"recipe {recipe}: valid for `tunekit {r.method}` (adapter {r.adapter.type})")
         typer.echo(f"model: {report.model_location}")
         if data is not None:
-            detected = " (detected)" if r.data.format == "auto" else ""
-            typer.echo(
-                f"data: {r.data.train}: {len(data.train)} train rows, format {data.format}{detected}, "
-                f"loss on {_loss_on(r.train_on, data.kind)}"
-            )
-            typer.echo(f"eval: {len(data.eval)} rows from {data.eval_source}")
+            _data_lines(report, r)
         for note in report.notes:
             typer.echo(f"note: {note}")
         for i, (shown, label) in enumerate(zip(report.examples, report.example_labels), start=1):
@@ -51,7 +48,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(_marked(shown.text, shown.spans).rstrip("\n"))
         if report.stats:
             s = report.stats
-            sampled = "" if s.sampled_from is None else f" (a sample of {s.sampled_from:,} rows)"
+            sampled = ""
+            if s.sampled_from is not None:
+                sampled = f" (a seeded sample of {MAX_ROWS_MEASURED:,} of {s.sampled_from:,} rows)"
             typer.echo(f"\ntokens per example{sampled}: min {s.min}, median {s.median:g}, p95 {s.p95}, max {s.max}")
             if s.limit_key:
                 typer.echo(
@@ -66,6 +65,32 @@ def register(app: typer.Typer) -> None:
                     f"of {s.max_length} tokens"
                 )
         typer.echo("\nok")
+
+
+def _data_lines(report: Any, recipe: Any) -> None:
+    """What trains: one line for one source; a line per source (rows, share, format, tokens) for a mix."""
+    data = report.data
+    detected = " (detected)" if recipe.data.format == "auto" else ""
+    rows = "streamed" if data.streaming else f"{data.train_rows:,}"
+    loss = f"loss on {_loss_on(recipe.train_on, data.kind)}"
+    if len(data.sources) == 1:
+        typer.echo(f"data: {data.names}: {rows} train rows, format {data.format}{detected}, {loss}")
+    else:
+        typer.echo(f"data: {len(data.sources)} sources, {rows} train rows ({recipe.data.mix}), {loss}")
+        total_weight = sum(s.weight for s in data.sources)
+        for source, stats in zip(data.sources, report.per_source or [None] * len(data.sources)):
+            share = (
+                source.weight / total_weight
+                if recipe.data.mix == "interleave"
+                else ((source.rows or 0) / max(data.train_rows or 1, 1))
+            )
+            given = "streamed" if source.rows is None else f"{source.rows:,} rows"
+            tokens = "" if stats is None else f"; tokens median {stats.median:g}, p95 {stats.p95}, max {stats.max}"
+            typer.echo(f"  {source.name}: {given} ({share:.0%} of the mix), format {source.format}{tokens}")
+    if data.eval is not None:
+        typer.echo(f"eval: {data.eval_rows:,} rows from {data.eval_source}")
+    else:
+        typer.echo("eval: none")
 
 
 def _loss_on(train_on: str, kind: str) -> str:

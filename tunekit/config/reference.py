@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from tunekit.config.schema import RECIPES, SECTIONS, RecipeBase
+from tunekit.config.schema import RECIPES, SECTIONS, RecipeBase, Source
 
 BEGIN, END = "<!-- recipe-reference:begin -->", "<!-- recipe-reference:end -->"
 
@@ -47,7 +47,7 @@ def _rows(prefix: str, model: type[BaseModel], skip: tuple[str, ...] = ()) -> li
 def _data_rows() -> list[str]:
     """`data`'s keys: the shared ones, then each method's own, with the methods that take it."""
     shared = SECTIONS["data"]
-    rows = _rows("data.", shared)
+    rows = _rows("data.", shared) + _rows("data.train[].", Source)
     seen: dict[tuple[str, str], list[str]] = {}
     for method, recipe in RECIPES.items():
         data = recipe.model_fields["data"].annotation

@@ -112,20 +112,61 @@ DataFormat = Literal[
 ]
 
 
-class DataSection(Section):
-    """The data keys every method takes; a method adds the ones it uses (SFTData, TruncatedData, RewardData)."""
+class Source(Section):
+    """One data source of a split, with its own format and field names (`data.train: [{path: ...}, ...]`)."""
 
-    train: str = Field(
-        description="A .jsonl/.json/.csv/.parquet file, a `save_to_disk` folder, a Hub dataset id, "
-        "or `builtin:NAME` (data shipped with tunekit)."
+    path: str = Field(description="A file, folder, Hub dataset id or `builtin:NAME`, as `data.train` takes.")
+    split: str | None = Field(None, description="Split of a Hub dataset or DatasetDict folder; null: `data.split`.")
+    format: DataFormat | None = Field(None, description="This source's row format; null: `data.format`.")
+    weight: float = Field(1.0, gt=0, description="Share of the mix with `data.mix: interleave` (weights are relative).")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Fields tunekit expects -> this source's own names, e.g. {prompt: question, completion: "
+        "answer} or {messages: dialog}; for turns, also {role: from, content: value}.",
     )
-    eval: str | None = Field(None, description="Evaluation data, same forms as `train`.")
+    roles: dict[str, str] = Field(
+        default_factory=dict, description="This source's role names -> system/user/assistant/tool, e.g. {human: user}."
+    )
+
+
+Sources = str | list[Source]
+
+
+class DataSection(Section):
+    """The data keys every method takes; a method adds the ones it uses (SFTData, TruncatedData, RewardData, ...)."""
+
+    train: Sources = Field(
+        description="A .jsonl/.json/.csv/.parquet/.txt file, a `save_to_disk` folder, a Hub dataset id, "
+        "`builtin:NAME` (data shipped with tunekit), or a list of sources (see data.train[])."
+    )
+    eval: Sources | None = Field(None, description="Evaluation data, same forms as `train`.")
     eval_fraction: float = Field(
         0.1, ge=0, lt=1, description="Without `eval`, hold out this seeded fraction of train (0: no eval)."
     )
     format: DataFormat = Field("auto", description="Row format; auto detects it from the first row's fields.")
     split: str = Field("train", description="Split to read from a Hub dataset or a DatasetDict folder.")
     eval_split: str | None = Field(None, description="Split of `train` to evaluate on, for Hub datasets.")
+    mix: Literal["concat", "interleave"] = Field(
+        "concat",
+        description="Several sources: concat (every row of each, in order, shuffled by the trainer) or "
+        "interleave (drawn in proportion to their `weight`, seeded by training.seed).",
+    )
+    mix_stop: Literal["first_exhausted", "all_exhausted"] = Field(
+        "first_exhausted",
+        description="interleave: stop when the first source runs out (the proportions hold exactly), or when "
+        "every source has run out (smaller sources are repeated to keep their share).",
+    )
+    num_proc: int | None = Field(
+        None,
+        ge=1,
+        description="Processes that check and tokenise rows; null: the usable CPU cores (one for "
+        "small data, where starting processes costs more than it saves).",
+    )
+    cache: bool = Field(
+        True,
+        description="Keep the checked and tokenised data under TUNEKIT_CACHE (default ~/.cache/tunekit) and reuse "
+        "it while nothing it depends on changes; false: build it in a temporary folder each run.",
+    )
 
 
 class TruncatedData(DataSection):
@@ -137,13 +178,44 @@ class TruncatedData(DataSection):
     )
 
 
-class SFTData(TruncatedData):
+class StreamData(DataSection):
+    streaming: bool = Field(
+        False,
+        description="Read the data as it trains, for corpora larger than memory (needs training.max_steps; a "
+        "single source, or interleaved ones); rows are checked as they come.",
+    )
+    shuffle_buffer: int = Field(10_000, ge=1, description="streaming: rows shuffled together (a seeded buffer).")
+    eval_rows: int | None = Field(
+        None, ge=1, description="streaming without data.eval: hold out the first N rows of the stream for eval."
+    )
+
+    @model_validator(mode="after")
+    def _stream_settings(self) -> StreamData:
+        if not self.streaming:
+            if self.eval_rows is not None:
+                raise ValueError(
+                    "data.eval_rows holds out rows of a stream; set data.streaming: true, or use eval_fraction"
+                )
+            return self
+        if "eval_fraction" in self.model_fields_set:
+            raise ValueError(
+                "data.eval_fraction needs the row count, which a stream does not have: use data.eval_rows or data.eval"
+            )
+        if self.eval_rows is not None and self.eval is not None:
+            raise ValueError("data.eval_rows and data.eval both choose the eval rows: keep one")
+        return self
+
+
+class SFTData(StreamData):
     max_length: int = Field(
         1024,
         ge=8,
-        description="Tokens per example; the start is kept, and an example whose completion lies past "
-        "the cut carries no loss (a note counts them; all of them is an error). Encoder-decoders cut the prompt "
-        "and the target each at this.",
+        description="Tokens per example. An example whose completion lies wholly past it carries no loss and is "
+        "skipped (a note counts them; all of them is an error). Encoder-decoders cut the prompt and the target "
+        "each at this.",
+    )
+    too_long: Literal["truncate", "drop"] = Field(
+        "truncate", description="Examples longer than max_length: truncate (keep the start) or drop them."
     )
     train_on: Literal["completion", "all"] = Field(
         "completion", description="completion: loss on completions / assistant turns only; all: every token."
@@ -153,6 +225,10 @@ class SFTData(TruncatedData):
         description="Decoder-only models: pack examples into rows of `max_length` tokens, padding-free; "
         "positions restart per example, so no attention or loss crosses example boundaries.",
     )
+
+
+class PretrainData(StreamData):
+    """Continued pretraining reads text; documents are cut into `pretrain.block_size` blocks."""
 
 
 class RewardData(DataSection):
@@ -414,6 +490,16 @@ class SFTRecipe(TruncatingRecipe):
         return self.data.train_on
 
     @model_validator(mode="after")
+    def _streams_count_steps(self) -> SFTRecipe:
+        check_stream(self)
+        if self.data.streaming and self.data.packing:
+            raise ValueError(
+                "data.packing sorts the whole dataset into rows; with data.streaming, turn packing off "
+                "(tunekit pretrain packs a stream into blocks)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _soft_prompts_do_not_pack(self) -> SFTRecipe:
         if self.adapter.type in SOFT_PROMPTS and self.data.packing:
             raise ValueError(
@@ -474,11 +560,23 @@ class GRPORecipe(RecipeBase):
 
 class PretrainRecipe(RecipeBase):
     method: Literal["pretrain"]
+    data: PretrainData
     pretrain: PretrainSection = Field(default_factory=PretrainSection, description="Settings of `tunekit pretrain`.")
 
     @property
     def sequence_length(self) -> int | None:
         return self.pretrain.block_size
+
+    @model_validator(mode="after")
+    def _streams_count_steps(self) -> PretrainRecipe:
+        check_stream(self)
+        return self
+
+
+def check_stream(recipe: RecipeBase) -> None:
+    """A stream has no length: the run's length must be counted in steps."""
+    if recipe.data.streaming and recipe.training.max_steps <= 0:  # type: ignore[attr-defined]
+        raise ValueError("data.streaming: a stream has no length to count epochs over; set training.max_steps")
 
 
 RECIPES: dict[str, type[RecipeBase]] = {
@@ -524,6 +622,19 @@ NOT_FOR: dict[tuple[str, str], dict[str, str]] = {
     ("data", "packing"): {method: "only `tunekit sft` packs examples" for method in METHODS if method != "sft"},
     ("data", "train_on"): {
         method: "only `tunekit sft` chooses where the loss goes" for method in METHODS if method != "sft"
+    },
+    ("data", "too_long"): {
+        **{method: "trl cuts these to data.max_length" for method in ("dpo", "orpo", "simpo", "kto")},
+        "reward": "trl drops pairs longer than data.max_length",
+        "classify": "texts are cut to data.max_length",
+    },
+    **{
+        ("data", key): {
+            method: "only `tunekit sft` and `tunekit pretrain` stream"
+            for method in METHODS
+            if method not in ("sft", "pretrain")
+        }
+        for key in ("streaming", "shuffle_buffer", "eval_rows")
     },
 }
 SECTIONS: dict[str, type[Section]] = {

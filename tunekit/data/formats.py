@@ -22,6 +22,7 @@ Pure Python: no torch, no datasets.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from tunekit.errors import DataError
@@ -256,9 +257,9 @@ def _class_label(row: dict[str, Any]) -> str:
     return name
 
 
-def class_labels(rows: list[dict[str, Any]]) -> list[str]:
-    """The label set of classification rows in class-id order: sorted, numerically when all are integers."""
-    names = {row["label"] for row in rows}
+def class_labels(names: Iterable[str]) -> list[str]:
+    """A label set in class-id order: sorted, numerically when all are integers."""
+    names = set(names)
     if all(name.lstrip("-").isdigit() for name in names):
         return sorted(names, key=int)
     return sorted(names)
@@ -275,13 +276,15 @@ def prompt_part(row: dict[str, Any]) -> str | list[dict[str, str]]:
     return messages
 
 
-def unpair(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Preference pairs as KTO rows: chosen is desirable, rejected is not."""
-    out = []
-    for row in rows:
-        out.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
-        out.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
-    return out
+def prompts_only(rows: Any) -> Any:
+    """A dataset of normalised rows as the prompts they pose (`prompt_part`), for the RL methods."""
+    names = [name for name in rows.column_names if name != "_source"]
+    return rows.map(_prompt_batch, batched=True, remove_columns=names)
+
+
+def _prompt_batch(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    rows = (dict(zip(batch, values)) for values in zip(*batch.values()))
+    return {"prompt": [prompt_part(row) for row in rows]}
 
 
 def check_rows(rows: list[tuple[int, dict[str, Any]]], fmt: str, source: str) -> list[dict[str, Any]]:
@@ -310,3 +313,118 @@ def resolve_format(declared: str, first_row: dict[str, Any], source: str) -> str
             f"expected one of {describe_formats()}; or set data.format"
         )
     return detected
+
+
+# The fields each normalised kind has, in this order (tunekit.data builds Arrow columns from them).
+KIND_COLUMNS: dict[str, tuple[str, ...]] = {
+    "text": ("text",),
+    "prompt_completion": ("prompt", "completion"),
+    "messages": ("messages",),
+    "preference": ("prompt", "chosen", "rejected"),
+    "unpaired": ("prompt", "completion", "label"),
+    "prompt": ("prompt",),
+    "classification": ("text", "label"),
+}
+TURN_FIELDS = ("messages", "conversations", "prompt", "completion", "chosen", "rejected")
+
+
+def renamed(row: dict[str, Any], columns: dict[str, str], roles: dict[str, str]) -> dict[str, Any]:
+    """A row in the field names tunekit expects: `columns` maps expected -> the source's own names (for
+    turns also `role` / `content`), `roles` the source's role names -> tunekit's."""
+    out = dict(row)
+    for expected, theirs in columns.items():
+        if expected not in ("role", "content") and theirs in row:
+            out[expected] = out.pop(theirs) if theirs != expected else row[theirs]
+    role_key, content_key = columns.get("role"), columns.get("content")
+    if not (role_key or content_key or roles):
+        return out
+    for name in TURN_FIELDS:
+        turns = out.get(name)
+        if isinstance(turns, list):
+            out[name] = [_renamed_turn(turn, role_key, content_key, roles) for turn in turns]
+    return out
+
+
+def _renamed_turn(turn: Any, role_key: str | None, content_key: str | None, roles: dict[str, str]) -> Any:
+    if not isinstance(turn, dict):
+        return turn
+    turn = dict(turn)
+    if role_key and role_key in turn:
+        turn["role"] = turn.pop(role_key)
+    if content_key and content_key in turn:
+        turn["content"] = turn.pop(content_key)
+    if "role" in turn and turn["role"] in roles:
+        turn["role"] = roles[turn["role"]]
+    return turn
+
+
+def normalise_batch(
+    batch: dict[str, list[Any]],
+    indices: list[int],
+    fmt: str,
+    columns: dict[str, str],
+    roles: dict[str, str],
+    conversational: bool,
+    source: int,
+) -> dict[str, list[Any]]:
+    """`normalise` over a batch (a `datasets.map` with indices): the normalised columns, `_problem` (None, or
+    `field ...: problem` for a bad row, which gets placeholder values of the right types), `_index` (the row's
+    position in its source, for its number in messages) and `_source`."""
+    kind = normalised_kind(fmt)
+    names = KIND_COLUMNS[kind]
+    out: dict[str, list[Any]] = {name: [] for name in (*names, "_problem", "_index", "_source")}
+    for index, values in zip(indices, zip(*batch.values())):
+        row = renamed(dict(zip(batch, values)), columns, roles)
+        try:
+            normalised = normalise(row, fmt)
+            problem = _mixed_form(normalised, conversational)
+        except RowError as err:
+            normalised, problem = {}, str(err)
+        if problem is not None:
+            normalised = _placeholder(kind, conversational)
+        for name in names:
+            out[name].append(normalised[name])
+        out["_problem"].append(problem)
+        out["_index"].append(index)
+        out["_source"].append(source)
+    return out
+
+
+def kind_features(kind: str, conversational: bool) -> Any:
+    """The Arrow schema of normalised rows (datasets.Features): given, not inferred, since `datasets.map`
+    would otherwise cast a column back to the source's type of the same name (an integer label to int)."""
+    from datasets import Features, List, Value
+
+    text = Value("string")
+    turns = List({"role": Value("string"), "content": Value("string")})
+    part = turns if conversational else text
+    types = {
+        "text": text,
+        "messages": turns,
+        "prompt": part,
+        "completion": part,
+        "chosen": part,
+        "rejected": part,
+        "label": Value("bool") if kind == "unpaired" else text,
+    }
+    book = {"_problem": Value("string"), "_index": Value("int64"), "_source": Value("int32")}
+    return Features({**{name: types[name] for name in KIND_COLUMNS[kind]}, **book})
+
+
+def is_conversational(row: dict[str, Any]) -> bool:
+    """A normalised row that holds chat messages (so the model needs a chat template)."""
+    return "messages" in row or isinstance(row.get("prompt"), list)
+
+
+def _mixed_form(row: dict[str, Any], conversational: bool) -> str | None:
+    """Arrow keeps one type per column: every row of a source is text, or every row is messages."""
+    if is_conversational(row) == conversational:
+        return None
+    found, first = ("a list of messages", "text") if is_conversational(row) else ("text", "a list of messages")
+    return f"field 'prompt': {found}, where the first row has {first}; use one form in every row"
+
+
+def _placeholder(kind: str, conversational: bool) -> dict[str, Any]:
+    empty: Any = [] if conversational else ""
+    values = {"text": "", "messages": [], "prompt": empty, "completion": empty, "chosen": empty, "rejected": empty}
+    return {**values, "label": False if kind == "unpaired" else ""}

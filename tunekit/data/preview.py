@@ -26,6 +26,7 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _START, _END = "\ue000", "\ue001"  # private-use characters bracketing generation spans
+_MARKS = re.compile(f"([{_START}{_END}])")
 
 
 class _Generation(Extension):
@@ -118,15 +119,16 @@ class Preview:
         if not self.has_markers:
             return self._render_unmarked(messages, add_generation_prompt)
         marked = self.template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
-        text, spans, start = "", [], None
-        for char in marked:
-            if char == _START:
-                start = len(text)
-            elif char == _END:
-                spans.append((start, len(text)))
+        pieces, spans, length, start = [], [], 0, 0
+        for piece in _MARKS.split(marked):
+            if piece == _START:
+                start = length
+            elif piece == _END:
+                spans.append((start, length))
             else:
-                text += char
-        return text, spans
+                pieces.append(piece)
+                length += len(piece)
+        return "".join(pieces), spans
 
     def _render_unmarked(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> tuple[str, list]:
         assert self.template is not None
@@ -141,6 +143,25 @@ class Preview:
         return text, spans
 
     def render(self, row: dict[str, Any], kind: str, train_on: str) -> Rendered:
+        return self.render_many([row], kind, train_on)[0]
+
+    def render_many(self, rows: Any, kind: str, train_on: str) -> list[Rendered]:
+        """Rows rendered and tokenised in one batch (the tokenizer encodes them in parallel)."""
+        texts: list[tuple[str, list[tuple[int, int]], bool]] = [self._text(row, kind, train_on) for row in rows]
+        found: list[Rendered | None] = [None] * len(texts)
+        for special_tokens in (True, False):
+            chosen = [i for i, (_, _, special) in enumerate(texts) if special == special_tokens]
+            if not chosen:
+                continue
+            encodings = self.tokenizer.encode_batch([texts[i][0] for i in chosen], add_special_tokens=special_tokens)
+            for i, encoding in zip(chosen, encodings):
+                text, spans, _ = texts[i]
+                found[i] = Rendered(text, spans, list(encoding.ids), _loss_mask(encoding.offsets, spans))
+        return found  # type: ignore[return-value]
+
+    def _text(self, row: dict[str, Any], kind: str, train_on: str) -> tuple[str, list[tuple[int, int]], bool]:
+        """The text a row trains on, its loss-carrying character spans, and whether the tokenizer adds its
+        special tokens (not to a rendered chat: the template wrote them)."""
         eos = self.special.get("eos_token", "")
         special_tokens = True
         if kind == "messages":
@@ -162,11 +183,7 @@ class Preview:
             spans = [(0, len(text))]
         if train_on == "all" and kind != "classification":
             spans = [(0, len(text))]
-        encoding = self.tokenizer.encode(text, add_special_tokens=special_tokens)
-        mask = [int(_inside(offset, spans)) for offset in encoding.offsets]
-        # Special tokens added by the post-processor (BOS) have empty offsets and never carry loss.
-        mask = [m if end > start else 0 for m, (start, end) in zip(mask, encoding.offsets)]
-        return Rendered(text, spans, list(encoding.ids), mask)
+        return text, spans, special_tokens
 
     def render_seq2seq(self, row: dict[str, Any], kind: str) -> Rendered:
         """An encoder-decoder example: the encoder's source, a newline, then the decoder's target (all of
@@ -192,6 +209,15 @@ class Preview:
         )
 
 
-def _inside(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
-    start, end = offset
-    return end > start and any(lo <= start and end <= hi for lo, hi in spans)
+def _loss_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """1 for each token lying inside a loss-carrying span. Special tokens added by the post-processor
+    (BOS) have empty offsets and never carry loss."""
+    import numpy as np
+
+    if not offsets or not spans:
+        return [0] * len(offsets)
+    at = np.asarray(offsets).reshape(-1, 2)
+    lo, hi = np.asarray(spans).reshape(-1, 2).T
+    start, end = at[:, 0], at[:, 1]
+    inside = ((lo[:, None] <= start) & (end <= hi[:, None])).any(axis=0) & (end > start)
+    return inside.astype(int).tolist()

@@ -1,19 +1,27 @@
-"""Read rows, each with the number a user would look for (1-based line or row), from any data source.
+"""Data sources: open one as an Arrow dataset for training, or read a small one as Python rows.
 
-    >>> rows = read_rows("builtin:reversal")
+    >>> opened = open_source("builtin:reversal")
+    >>> opened.dataset.num_rows, opened.dataset.column_names, opened.number(0)
+    (320, ['messages'], 1)
+    >>> rows = read_rows("builtin:reversal")   # the use commands' small inputs: (number, row) pairs
     >>> rows[0][0], sorted(rows[0][1])
     (1, ['messages'])
 
 Sources: `.jsonl`, `.json` (a list, or `{"data": [...]}`), `.csv`, `.parquet`, `.txt` (one `text`
-row per non-empty line), a `save_to_disk`
-folder, `builtin:NAME` (shipped with tunekit), or a Hub dataset id. Only the folder and Hub paths
-import `datasets`.
+row per non-empty line), a `save_to_disk` folder, `builtin:NAME` (shipped with tunekit), or a Hub
+dataset id. `open_source` reads through `datasets` into memory-mapped Arrow files under the tunekit
+cache (or streams with `streaming=True`); a row's number is the one a user would look for: the line of
+a JSON-lines or text file, the spreadsheet row of a CSV (the header is row 1), else 1-based. A file
+Arrow cannot read is read again line by line to name the line at fault. `read_rows` is torch- and
+datasets-free for the file forms.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -117,7 +125,137 @@ def _read_parquet(path: Path) -> Rows:
 
 
 def _read_disk(path: Path, split: str) -> Rows:
-    from datasets import Dataset, DatasetDict, load_from_disk
+    return list(enumerate(_load_disk(path, split).to_list(), start=1))
+
+
+def _read_hub(name: str, split: str) -> Rows:
+    from tunekit.data.cache import data_root
+
+    return list(enumerate(_load_hub(name, split, False, str(data_root() / "sources")).to_list(), start=1))
+
+
+@dataclass(frozen=True)
+class Opened:
+    """One source opened for training."""
+
+    name: str  # as the recipe names it
+    dataset: Any  # datasets.Dataset, or datasets.IterableDataset when streaming
+    fingerprint: str  # changes when the content does (tunekit.data.cache keys)
+    first: int = 1  # the number of row 0: 2 for CSV, whose header is row 1
+    lines: Path | None = None  # a JSON-lines file: rows are its non-blank lines
+
+    def number(self, index: int) -> int:
+        """The number a user would look for, of the row at 0-based `index`."""
+        if self.lines is None:
+            return index + self.first
+        with self.lines.open(encoding="utf-8-sig", errors="replace") as handle:
+            seen = -1
+            for number, line in enumerate(handle, start=1):
+                seen += bool(line.strip())
+                if seen == index:
+                    return number
+        return index + 1
+
+
+SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+
+
+def open_source(source: str, split: str = "train", streaming: bool = False, cache: bool = True) -> Opened:
+    """`source` as a `datasets` dataset: memory-mapped Arrow, or an IterableDataset with `streaming`."""
+    import datasets
+
+    from tunekit.data.cache import data_root, file_fingerprint, folder_fingerprint
+
+    where = resolve_source(source)
+    cache_dir = str(data_root(cache) / "sources")
+    if isinstance(where, str):
+        dataset = _load_hub(where, split, streaming, cache_dir)
+        files = [f["filename"] for f in getattr(dataset, "cache_files", [])]
+        return Opened(source, dataset, f"hub:{where}:{split}:{':'.join(sorted(files))}")
+    if where.is_dir():
+        dataset = _load_disk(where, split)
+        return Opened(source, dataset.to_iterable_dataset() if streaming else dataset, folder_fingerprint(where))
+    suffix = where.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(
+            f"{source}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv, .parquet or .txt"
+        )
+    builder, options = SUFFIXES[suffix], _builder_options(where, suffix)
+    try:
+        dataset = datasets.load_dataset(
+            builder, data_files=str(where), split="train", cache_dir=cache_dir, streaming=streaming, **options
+        )
+        if not streaming:
+            dataset.num_rows  # noqa: B018 - materialise now, so a bad file fails inside this try
+    except Exception:  # noqa: BLE001 - Arrow's readers raise many types: read it again to name the line at fault
+        dataset = _load_row_by_row(where, cache_dir, streaming)
+    if not streaming and dataset.num_rows == 0:
+        raise DataError(f"{source}: no rows")
+    if suffix == ".txt":  # one document per non-blank line
+        dataset = dataset.filter(lambda text: bool(text.strip()), input_columns="text")
+    lines = (
+        where
+        if suffix in (".jsonl", ".txt") or (suffix == ".json" and "field" not in options and _is_lines(where))
+        else None
+    )
+    first = 2 if suffix == ".csv" else 1
+    return Opened(source, dataset, file_fingerprint(where), first, lines)
+
+
+def _builder_options(path: Path, suffix: str) -> dict[str, Any]:
+    if suffix == ".csv":
+        # A byte-order mark (Excel's UTF-8 CSV) is not part of the first name; an empty cell is "", not missing.
+        return {"encoding": "utf-8-sig", "na_filter": False}
+    if suffix == ".txt":
+        return {"keep_linebreaks": False}
+    if suffix == ".json" and not _is_lines(path) and _first_char(path) == "{":
+        return {"field": "data"}  # {"data": [...]}
+    return {}
+
+
+def _first_char(path: Path) -> str:
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
+        return handle.read(4096).lstrip()[:1]
+
+
+def _is_lines(path: Path) -> bool:
+    """A .json file that holds one object per line (JSON lines) rather than one JSON document."""
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
+        first = handle.readline().strip()
+    if not first.startswith("{"):
+        return False
+    try:
+        json.loads(first)
+    except json.JSONDecodeError:
+        return False  # a document spread over lines
+    return True
+
+
+def _load_row_by_row(path: Path, cache_dir: str, streaming: bool) -> Any:
+    """The rows read in Python (naming the line of invalid JSON or bad bytes), then written to Arrow; a column
+    whose type changes between rows is named."""
+    import datasets
+
+    rows = read_rows(str(path))  # raises DataError naming the line when the file itself is bad
+
+    def generate() -> Iterator[dict[str, Any]]:
+        for _, row in read_rows(str(path)):
+            yield row
+
+    if streaming:
+        return datasets.IterableDataset.from_generator(generate)
+    try:
+        return datasets.Dataset.from_generator(generate, cache_dir=cache_dir)
+    except Exception as err:  # noqa: BLE001 - pyarrow's type errors: a field holds different types in different rows
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise DataError(
+            f"{path}: its {len(rows)} rows do not share one structure ({first}); every row must use the same "
+            "type for each field (e.g. a prompt that is always a string, or always a list of messages)"
+        ) from None
+
+
+def _load_disk(path: Path, split: str) -> Any:
+    from datasets import DatasetDict, load_from_disk
 
     try:
         data = load_from_disk(str(path))
@@ -127,20 +265,18 @@ def _read_disk(path: Path, split: str) -> Rows:
         if split not in data:
             raise DataError(f"{path}: no split {split!r}; splits: {', '.join(data)} (set data.split)")
         data = data[split]
-    assert isinstance(data, Dataset)
-    return list(enumerate(data.to_list(), start=1))
+    return data
 
 
-def _read_hub(name: str, split: str) -> Rows:
+def _load_hub(name: str, split: str, streaming: bool, cache_dir: str) -> Any:
     import datasets
 
     try:
-        data = datasets.load_dataset(name, split=split)
+        return datasets.load_dataset(name, split=split, streaming=streaming, cache_dir=cache_dir)
+    except datasets.exceptions.DatasetNotFoundError:
+        raise DataError(f"dataset {name!r} not found locally, in the cache or on the Hub") from None
     except (ConnectionError, OSError, ValueError) as err:
         raise DataError(
             f"cannot load dataset {name!r} (split {split!r}): not a local file or folder, and the Hub "
             f"said: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
         ) from None
-    except datasets.exceptions.DatasetNotFoundError:
-        raise DataError(f"dataset {name!r} not found locally, in the cache or on the Hub") from None
-    return list(enumerate(data.to_list(), start=1))

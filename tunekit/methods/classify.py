@@ -38,8 +38,8 @@ def train(run: Run, echo: Echo) -> Trained:
     inputs = trainer_inputs(
         run,
         task_type="SEQ_CLS",
-        train=_encode(run, run.data.train),
-        evaluation=_encode(run, run.data.eval),
+        train=_encode(run, "train"),
+        evaluation=_encode(run, "eval"),
         wrap_peft=True,
     )
     args = TrainingArguments(**trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(run.data.eval)))
@@ -52,16 +52,34 @@ def train(run: Run, echo: Echo) -> Trained:
     return fit_trainer(trainer, run, echo, FIGURES, extra_summary={"labels": run.data.labels})
 
 
-def _encode(run: Run, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Token ids (cut at data.max_length) and the class id of each text/label row."""
-    if not rows:
-        return []
-    ids = {name: i for i, name in enumerate(run.data.labels)}
-    encoded = run.tokenizer([row["text"] for row in rows], truncation=True, max_length=run.recipe.data.max_length)
-    return [
-        {**{key: values[i] for key, values in encoded.items()}, "labels": ids[row["label"]]}
-        for i, row in enumerate(rows)
-    ]
+def _encode(run: Run, split: str) -> Any:
+    """Token ids (cut at data.max_length) and the class id of each text/label row (cached)."""
+    from tunekit.data.tokenize import encoded
+
+    rows = run.data.train if split == "train" else run.data.eval
+    recipe, labels = run.recipe, run.data.labels
+    kwargs = {
+        "tokenizer": run.tokenizer,
+        "label_ids": {name: i for i, name in enumerate(labels)},
+        "max_length": recipe.data.max_length,
+    }
+    return encoded(
+        rows,
+        encode_batch,
+        kwargs,
+        "classify",
+        run.data,
+        split,
+        run.tokenizer,
+        recipe.data.cache,
+        recipe.data.num_proc,
+        {"labels": labels, "max_length": recipe.data.max_length},
+    )
+
+
+def encode_batch(batch: dict[str, list[Any]], tokenizer: Any, label_ids: dict[str, int], max_length: int) -> dict:
+    done = dict(tokenizer(batch["text"], truncation=True, max_length=max_length))
+    return {**done, "labels": [label_ids[label] for label in batch["label"]]}
 
 
 def classification_metrics(logits: Any, labels: Any) -> dict[str, float]:

@@ -42,7 +42,7 @@ def train(run: Run, echo: Echo) -> Trained:
 
     from trl import GRPOConfig, GRPOTrainer
 
-    from tunekit.data.formats import prompt_part
+    from tunekit.data.formats import prompts_only
     from tunekit.rl.rewards import reward_source
     from tunekit.train.builders import trainer_kwargs
 
@@ -65,7 +65,7 @@ def train(run: Run, echo: Echo) -> Trained:
         epsilon=settings.epsilon,
         loss_type=settings.loss_type,
     )
-    prompts = [{"prompt": prompt_part(row)} for row in data.train]
-    held_out = [{"prompt": prompt_part(row)} for row in data.eval]
+    prompts = prompts_only(data.train)
+    held_out = prompts_only(data.eval) if data.eval is not None else None
     trainer = GRPOTrainer(reward_funcs=reward, args=config, **trainer_inputs(run, train=prompts, evaluation=held_out))
     return fit_trainer(trainer, run, echo, {"eval_reward": "eval_reward"})

@@ -10,7 +10,6 @@ eval data are pairs, the reference-free `eval_preference_accuracy_*`.
 
 from __future__ import annotations
 
-from tunekit.data.formats import unpair
 from tunekit.train.builders import trainer_inputs
 from tunekit.train.fit import fit_trainer, preference_eval
 from tunekit.train.pipeline import Echo, Run
@@ -21,21 +20,26 @@ def train(run: Run, echo: Echo) -> Trained:
     recipe = run.recipe
     data, settings = run.data, recipe.kto
     paired = data.kind == "preference"
-    train = unpair(data.train) if paired else data.train
-    evaluation = unpair(data.eval) if paired else data.eval
+    from trl import KTOConfig, KTOTrainer, unpair_preference_dataset
 
-    from trl import KTOConfig, KTOTrainer
+    from tunekit.train.builders import trainer_rows
+
+    rows = trainer_rows(data.train)
+    held_out = trainer_rows(data.eval) if data.eval is not None else None
+    if paired:  # chosen -> desirable, rejected -> undesirable
+        rows = unpair_preference_dataset(rows)
+        held_out = unpair_preference_dataset(held_out) if held_out is not None else None
 
     from tunekit.train.builders import trainer_kwargs
 
     config = KTOConfig(
-        **trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(evaluation)),
+        **trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(held_out)),
         max_length=recipe.data.max_length,
         beta=settings.beta,
         desirable_weight=settings.desirable_weight,
         undesirable_weight=settings.undesirable_weight,
     )
-    trainer = KTOTrainer(args=config, **trainer_inputs(run, train=train, evaluation=evaluation))
+    trainer = KTOTrainer(args=config, **trainer_inputs(run, train=rows, evaluation=held_out))
     return fit_trainer(
         trainer,
         run,

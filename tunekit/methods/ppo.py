@@ -51,7 +51,7 @@ def train(run: Run, echo: Echo) -> Trained:
     import torch
     from peft import get_peft_model
 
-    from tunekit.data.formats import prompt_part
+    from tunekit.data.formats import prompts_only
     from tunekit.rl.ppo_loop import PPOLoop
     from tunekit.rl.rewards import reward_source
     from tunekit.rl.rollout import ValueHead
@@ -68,8 +68,9 @@ def train(run: Run, echo: Echo) -> Trained:
         reference = copy.deepcopy(model).eval().requires_grad_(False)  # full fine-tuning: a frozen copy
     value_head = ValueHead(model.config.hidden_size).to(model.device)
     reward = reward_source(settings, str(model.device))
-    prompts = [prompt_part(row) for row in run.data.train]
-    eval_prompts = [prompt_part(row) for row in run.data.eval][:EVAL_PROMPTS]
+    prompts = prompts_only(run.data.train)["prompt"]
+    held_out = run.data.eval.select(range(min(EVAL_PROMPTS, run.data.eval_rows))) if run.data.eval else None
+    eval_prompts = list(prompts_only(held_out)["prompt"]) if held_out is not None else []
 
     steps = _steps(recipe, len(prompts))
     head = sum(p.numel() for p in value_head.parameters())
@@ -77,7 +78,7 @@ def train(run: Run, echo: Echo) -> Trained:
     echo(
         f"tunekit ppo: {recipe.model.name_or_path} [{recipe.adapter.type}] {total:,} parameters, "
         f"{trainable:,} trainable (value head included)\n"
-        f"  prompts: {recipe.data.train} {len(prompts)} train, {len(eval_prompts)} eval; "
+        f"  prompts: {run.data.names} {len(prompts)} train, {len(eval_prompts)} eval; "
         f"{_rollouts(recipe)} responses per step\n  {steps} steps -> {run.out}"
     )
     loop = PPOLoop(recipe, run.tokenizer, model, reference, value_head, reward, steps)

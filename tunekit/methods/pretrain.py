@@ -37,8 +37,8 @@ class Blocks:
 
     objective: str  # clm or mlm
     size: int  # tokens per block
-    train: list[dict[str, Any]]
-    eval: list[dict[str, Any]]
+    train: Any  # datasets.Dataset (IterableDataset when streaming) of input_ids (and labels for clm)
+    eval: Any  # datasets.Dataset, or None
 
 
 def head(plan: Plan) -> str:
@@ -48,16 +48,41 @@ def head(plan: Plan) -> str:
 
 def check(plan: Plan) -> Blocks:
     """A mask token for masked LM, and a block of text each side (train, eval), cut before anything is written."""
-    recipe, data, tokenizer = plan.recipe, plan.data, plan.tokenizer
+    recipe, tokenizer = plan.recipe, plan.tokenizer
     objective, size = check_model(recipe, plan.ref)
     if objective == "mlm" and tokenizer.mask_token is None:
         raise UserError(f"{recipe.model.name_or_path}'s tokenizer has no mask token, which masked LM needs")
-    return Blocks(
-        objective,
-        size,
-        blocks(tokenizer, data.train, size, objective, recipe.data.train),
-        blocks(tokenizer, data.eval, size, objective, data.eval_source),
+    cut = {split: _blocks(plan, split, size, objective) for split in ("train", "eval")}
+    return Blocks(objective, size, cut["train"], cut["eval"])
+
+
+def _blocks(plan: Plan, split: str, size: int, objective: str) -> Any:
+    """A split cut into blocks (cached; a stream is cut as it is read); a split too short for one block stops."""
+    from tunekit.data import is_stream
+    from tunekit.data.tokenize import encoded
+
+    recipe, data = plan.recipe, plan.data
+    rows = data.train if split == "train" else data.eval
+    kwargs = {"tokenizer": plan.tokenizer, "size": size, "objective": objective}
+    cut = encoded(
+        rows,
+        blocks,
+        kwargs,
+        "pretrain-blocks",
+        data,
+        split,
+        plan.tokenizer,
+        recipe.data.cache,
+        recipe.data.num_proc,
+        {"size": size, "objective": objective},
+        one_to_one=False,
     )
+    if cut is not None and not is_stream(cut) and cut.num_rows == 0:
+        source = data.names if split == "train" else data.eval_source
+        raise UserError(
+            f"{source}: less than one block of {size} tokens of text; add text or lower pretrain.block_size"
+        )
+    return cut
 
 
 def train(run: Run, echo: Echo) -> Trained:
@@ -70,7 +95,7 @@ def train(run: Run, echo: Echo) -> Trained:
     evaluation, masker = made.eval, None
     if made.objective == "mlm":
         masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=section.mlm_probability, seed=seed)
-        if evaluation:
+        if evaluation is not None:
             held_out = DataCollatorForLanguageModeling(tokenizer, mlm_probability=section.mlm_probability, seed=seed)
             evaluation = _masked_once(evaluation, held_out)
 
@@ -78,9 +103,15 @@ def train(run: Run, echo: Echo) -> Trained:
     # takes no peft_config: the model comes wrapped.
     task = "CAUSAL_LM" if made.objective == "clm" else None
     inputs = trainer_inputs(run, task, train=made.train, evaluation=evaluation, wrap_peft=True)
-    args = TrainingArguments(**trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(evaluation)))
+    args = TrainingArguments(**trainer_kwargs(recipe, run.out, run.dtype, has_eval=evaluation is not None))
     trainer = Trainer(args=args, data_collator=_collator(masker), **inputs)
-    echo(f"pretrain: {made.objective}, {len(made.train)} train and {len(evaluation)} eval blocks of {made.size} tokens")
+    from tunekit.data import is_stream
+
+    shown = "streamed" if is_stream(made.train) else f"{made.train.num_rows}"
+    echo(
+        f"pretrain: {made.objective}, {shown} train and {0 if evaluation is None else evaluation.num_rows} eval "
+        f"blocks of {made.size} tokens"
+    )
     return fit_trainer(trainer, run, echo, FIGURES, extra_eval=lambda: {"eval_perplexity": _perplexity(trainer)})
 
 
@@ -116,32 +147,24 @@ def check_model(recipe: Recipe, ref: ModelRef) -> tuple[str, int]:
     return objective, size
 
 
-def blocks(tokenizer: Any, rows: list[dict[str, Any]], size: int, objective: str, source: str) -> list[dict[str, Any]]:
-    """Documents tokenised (with the model's own special tokens, e.g. [CLS] ... [SEP]), an EOS after
-    each for causal LM so the model learns where documents end, concatenated and cut into blocks of
-    `size` tokens; the last partial block is dropped. Causal-LM blocks carry their labels."""
-    if not rows:
-        return []
+def blocks(batch: dict[str, list[Any]], tokenizer: Any, size: int, objective: str) -> dict[str, list[Any]]:
+    """A batch of documents tokenised (with the model's own special tokens, e.g. [CLS] ... [SEP]), an EOS
+    after each for causal LM so the model learns where documents end, concatenated and cut into blocks of
+    `size` tokens; the last partial block of the batch is dropped. Causal-LM blocks carry their labels."""
     eos = tokenizer.eos_token_id if objective == "clm" else None
     stream: list[int] = []
-    for ids in tokenizer([row["text"] for row in rows])["input_ids"]:
+    for ids in tokenizer(batch["text"])["input_ids"]:
         stream += ids + [eos] if eos is not None and ids[-1:] != [eos] else ids
-    count = len(stream) // size
-    if count == 0:
-        raise UserError(
-            f"{source}: {len(stream)} tokens of text, less than one block of {size}; "
-            "add text or lower pretrain.block_size"
-        )
-    cut = [stream[i * size : (i + 1) * size] for i in range(count)]
-    return [{"input_ids": ids, "labels": list(ids)} if objective == "clm" else {"input_ids": ids} for ids in cut]
+    cut = [stream[i * size : (i + 1) * size] for i in range(len(stream) // size)]
+    return {"input_ids": cut, "labels": [list(ids) for ids in cut]} if objective == "clm" else {"input_ids": cut}
 
 
-def _masked_once(rows: list[dict[str, Any]], masker: Any) -> list[dict[str, Any]]:
-    batch = masker(rows)
-    return [
-        {"input_ids": ids, "labels": labels}
-        for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist())
-    ]
+def _masked_once(rows: Any, masker: Any) -> Any:
+    """The held-out blocks masked once, from the run's seed, so before and after score the same masks."""
+    import datasets
+
+    batch = masker([{"input_ids": ids} for ids in rows["input_ids"]])
+    return datasets.Dataset.from_dict({"input_ids": batch["input_ids"].tolist(), "labels": batch["labels"].tolist()})
 
 
 def _collator(masker: Any) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:

@@ -35,7 +35,7 @@ def check(plan: Plan) -> None:
             "data.packing: packing joins decoder-only sequences; an encoder-decoder model reads one "
             "prompt per example: turn packing off"
         )
-    check_targets(plan.data, plan.recipe.data.train)
+    check_targets(plan.data, plan.data.names)
 
 
 def train(run: Run, echo: Echo) -> Trained:
@@ -49,9 +49,8 @@ def train(run: Run, echo: Echo) -> Trained:
 
     from tunekit.train.builders import trainer_kwargs
 
-    tokenizer, max_length = run.tokenizer, recipe.data.max_length
-    rows = encode(run.data.train, run.data.kind, tokenizer, max_length)
-    held_out = encode(run.data.eval, run.data.kind, tokenizer, max_length)
+    tokenizer = run.tokenizer
+    rows, held_out = encode(run, "train"), encode(run, "eval")
     # Seq2SeqTrainer takes no peft_config: the model comes wrapped
     inputs = trainer_inputs(run, task_type="SEQ_2_SEQ_LM", train=rows, evaluation=held_out, wrap_peft=True)
     args = Seq2SeqTrainingArguments(
@@ -75,13 +74,33 @@ def train(run: Run, echo: Echo) -> Trained:
     return fit_trainer(trainer, run, echo, {"eval_loss": "eval_loss"}, extra_eval=generation)
 
 
-def encode(rows: list[dict[str, Any]], kind: str, tokenizer: Any, max_length: int) -> list[dict]:
-    """Rows as encoder ids and target labels, rendered as `tunekit eval` renders them (same loss)."""
+def encode(run: Run, split: str) -> Any:
+    """Rows as encoder ids and target labels (cached), rendered as `tunekit eval` renders them (same loss)."""
+    from tunekit.data.tokenize import encoded
+
+    rows = run.data.train if split == "train" else run.data.eval
+    recipe = run.recipe
+    kwargs = {"tokenizer": run.tokenizer, "kind": run.data.kind, "max_length": recipe.data.max_length}
+    return encoded(
+        rows,
+        encode_batch,
+        kwargs,
+        "seq2seq",
+        run.data,
+        split,
+        run.tokenizer,
+        recipe.data.cache,
+        recipe.data.num_proc,
+        {"max_length": recipe.data.max_length},
+    )
+
+
+def encode_batch(batch: dict[str, list[Any]], tokenizer: Any, kind: str, max_length: int) -> dict[str, list[Any]]:
     from tunekit.data.chat import render_prompt
     from tunekit.use.evaluate import pair
 
-    encoded = []
-    for row in rows:
+    encoded: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "labels": []}
+    for row in (dict(zip(batch, values)) for values in zip(*batch.values())):
         found = pair(row, kind)
         assert found is not None, "check_targets lets only rows with a target through"
         prompt, target = found
@@ -90,9 +109,12 @@ def encode(rows: list[dict[str, Any]], kind: str, tokenizer: Any, max_length: in
             shown.text, add_special_tokens=shown.special_tokens, truncation=True, max_length=max_length
         )
         labels = tokenizer(text_target=target, truncation=True, max_length=max_length)["input_ids"]
-        encoded.append(
-            {"input_ids": source_ids["input_ids"], "attention_mask": source_ids["attention_mask"], "labels": labels}
-        )
+        for name, value in (
+            ("input_ids", source_ids["input_ids"]),
+            ("attention_mask", source_ids["attention_mask"]),
+            ("labels", labels),
+        ):
+            encoded[name].append(value)
     return encoded
 
 
@@ -102,7 +124,9 @@ def _generation_eval(trainer: Any, run: Run) -> Any:
     from tunekit.use.load import Loaded
 
     data = run.data
-    held_out = EvalData(data.eval_source, data.format, data.kind, data.eval, demos=[], demo_source="")
+    from tunekit.train.builders import trainer_rows
+
+    held_out = EvalData(data.eval_source, data.format, data.kind, trainer_rows(data.eval), demos=[], demo_source="")
 
     def scores() -> dict[str, float]:
         trainer.model.eval()

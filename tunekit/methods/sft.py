@@ -9,7 +9,7 @@ Reads top to bottom: `check` (in the preflight stage) -> SFTTrainer -> eval / tr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunekit.errors import UserError
 from tunekit.train.builders import trainer_inputs
@@ -17,57 +17,64 @@ from tunekit.train.fit import fit_trainer
 from tunekit.train.pipeline import Echo, Plan, Run
 from tunekit.train.summary import Trained
 
+if TYPE_CHECKING:
+    from tunekit.data.tokenize import Tokenized
 
-def check(plan: Plan) -> None:
-    """Assistant-only loss needs a template that marks assistant turns; an example cut at data.max_length
-    must keep some of its loss-carrying tokens."""
-    from tunekit.data.preview import Preview
+
+def check(plan: Plan) -> Tokenized:
+    """Assistant-only loss needs a template that marks assistant turns; then every example tokenised (or
+    taken from the cache), and a split that keeps no example carrying loss stops the run."""
+    from tunekit.data.tokenize import sft_examples
     from tunekit.train.launch import on_main
-    from tunekit.train.preflight import check_loss_survives
 
     recipe, data = plan.recipe, plan.data
+    template = None
     if data.kind == "messages" and recipe.data.train_on == "completion":
-        _check_generation_markers(plan.tokenizer, recipe.model.name_or_path)
-    for note in check_loss_survives(Preview.from_tokenizer(plan.tokenizer), data, recipe):
+        template = _training_template(plan.tokenizer, recipe.model.name_or_path)
+    tokenized = sft_examples(data, plan.tokenizer, recipe, template, recipe.data.num_proc)
+    for source, rows in zip(data.sources, tokenized.rows.get("train", [])):
+        source.rows = rows  # what each source gives training after the cuts
+    for note in tokenized.notes:
         on_main(print)(f"note: {note}")
+    return tokenized
 
 
 def train(run: Run, echo: Echo) -> Trained:
-    return fit_trainer(build_trainer(run), run, echo, {"eval_loss": "eval_loss"})
+    trained = fit_trainer(build_trainer(run), run, echo, {"eval_loss": "eval_loss"})
+    return trained
 
 
 def build_trainer(run: Run) -> Any:
-    """trl's SFTTrainer for the recipe: loss on completions / assistant turns, LoRA, packing."""
-    recipe, data = run.recipe, run.data
-    assistant_only = data.kind == "messages" and recipe.data.train_on == "completion"  # `check` vouched for it
+    """trl's SFTTrainer on the examples `check` tokenised (its own preparation skipped): LoRA, packing."""
+    recipe, tokenized = run.recipe, run.plan.prepared
 
     from trl import SFTConfig, SFTTrainer
 
     from tunekit.train.builders import trainer_kwargs
 
     config = SFTConfig(
-        **trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(data.eval)),
+        **trainer_kwargs(recipe, run.out, run.dtype, has_eval=tokenized.eval is not None),
         max_length=recipe.data.max_length,
-        assistant_only_loss=assistant_only,
-        completion_only_loss=recipe.data.train_on == "completion",
         # Best-fit-decreasing packing is padding-free: one flat sequence per batch whose position ids restart at
         # each example, from which transformers builds a block-diagonal mask (or flash attention's varlen
         # boundaries). Eval stays unpacked so eval_loss means the same with and without packing.
         packing=recipe.data.packing,
         packing_strategy="bfd",
         eval_packing=False,
+        dataset_kwargs={"skip_prepare_dataset": True},  # tunekit.data.tokenize made the examples, cached
     )
-    return SFTTrainer(args=config, **trainer_inputs(run))
+    return SFTTrainer(args=config, **trainer_inputs(run, train=tokenized.train, evaluation=tokenized.eval))
 
 
-def _check_generation_markers(tokenizer: Any, model_name: str) -> None:
-    """Assistant-only loss needs `{% generation %}` markers, or a training template trl knows for this model."""
+def _training_template(tokenizer: Any, model_name: str) -> str | None:
+    """Assistant-only loss needs `{% generation %}` markers: the model's own template (None), or the training
+    template trl knows for this model."""
     from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
     if has_generation_markers(tokenizer.chat_template):
-        return
+        return None
     try:
-        get_training_chat_template(tokenizer)
+        return get_training_chat_template(tokenizer)
     except ValueError:
         raise UserError(
             f"the chat template of {model_name} cannot mark assistant turns for "

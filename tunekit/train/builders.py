@@ -141,12 +141,11 @@ def trainer_inputs(
 ) -> dict[str, Any]:
     """The keyword arguments every trl trainer takes alike: model, datasets, tokenizer, LoRA, callbacks.
 
-    `train` / `evaluation` replace the recipe's rows when a method reshapes them (KTO unpairs pairs).
+    `train` / `evaluation` (datasets) replace the recipe's rows when a method reshapes them (KTO unpairs pairs,
+    SFT tokenises them).
     `wrap_peft`, for trainers that take no `peft_config` (transformers' Trainer, Seq2SeqTrainer): the
     model comes back wrapped in the recipe's new adapter, as trl would wrap it, and no `peft_config`.
     """
-    from datasets import Dataset
-
     from tunekit.train.callbacks import callbacks
 
     train = run.data.train if train is None else train
@@ -154,8 +153,8 @@ def trainer_inputs(
     adapter = peft_config(run.recipe.adapter, run.model, task_type, tokenizer_path=run.ref.tokenizer_path)
     inputs: dict[str, Any] = {
         "model": run.model,
-        "train_dataset": Dataset.from_list(train),
-        "eval_dataset": Dataset.from_list(evaluation) if evaluation else None,
+        "train_dataset": trainer_rows(train),
+        "eval_dataset": trainer_rows(evaluation) if evaluation is not None and len(evaluation) else None,
         "processing_class": run.tokenizer,
         "peft_config": adapter,
         "callbacks": callbacks(run.recipe, run.out),
@@ -167,3 +166,9 @@ def trainer_inputs(
 
             inputs["model"] = get_peft_model(run.model, adapter)
     return inputs
+
+
+def trainer_rows(dataset: Any) -> Any:
+    """A dataset without tunekit's bookkeeping columns (`_source`: which source gave the row)."""
+    names = dataset.column_names or []
+    return dataset.remove_columns([name for name in names if name.startswith("_")])

@@ -47,7 +47,7 @@ def fit_trainer(
         trainer.add_callback(RequireDDP(trainer))
     earlier = run.resume.before if run.resume is not None else {}
     first = FirstEvaluation(trainer, figures, extra_eval, echo, found=earlier or None)
-    if data.eval:
+    if trainer.eval_dataset is not None:
         trainer.add_callback(first)  # it also keeps the figures in every checkpoint, for a later --resume
         if earlier:
             echo("before training (when the run started): " + figures_line(earlier))
@@ -56,7 +56,7 @@ def fit_trainer(
     started = time.perf_counter()
     result = _train(trainer, run, echo)
     runtime = time.perf_counter() - started - first.seconds  # training alone
-    after = _evaluate(trainer, figures, extra_eval) if data.eval else {}
+    after = _evaluate(trainer, figures, extra_eval) if trainer.eval_dataset is not None else {}
 
     final = out / "final"
     trainer.save_model(str(final))  # every rank: FSDP / ZeRO-3 gather the weights; rank 0 writes
@@ -72,7 +72,7 @@ def fit_trainer(
         trainable_parameters=trainable,
         before=first.found or {},
         after=after,
-        eval_examples=len(data.eval),
+        eval_examples=len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
         tokens=tokens,
         figures={**_scale_figures(trainer, run), **(extra_summary or {})},
         final=final,
@@ -140,11 +140,12 @@ def _evaluate(trainer: Any, figures: dict[str, str], extra_eval: ExtraEval | Non
 
 def plan_line(recipe: Recipe, data: Data, total: int, trainable: int, steps: int, out: Path) -> str:
     share = 100 * trainable / max(total, 1)
-    eval_part = f", {len(data.eval)} eval ({data.eval_source})" if data.eval else ", no eval"
+    eval_part = f", {data.eval_rows} eval ({data.eval_source})" if data.eval is not None else ", no eval"
+    train = "streamed" if data.streaming else f"{data.train_rows}"
     return (
         f"tunekit {recipe.method}: {recipe.model.name_or_path} [{recipe.adapter.type}] "
         f"{total:,} parameters, {trainable:,} trainable ({share:.2f}%)\n"
-        f"  data: {recipe.data.train} ({data.format}) {len(data.train)} train{eval_part}\n"
+        f"  data: {data.names} ({data.format}) {train} train{eval_part}\n"
         f"  {steps if steps > 0 else 'epoch-based'} steps -> {out}"
     )
 

@@ -20,12 +20,13 @@ there (2 for a user mistake, 130/143 after a signal), and the relaunching comman
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -98,6 +99,19 @@ def wait_for_everyone() -> None:
 
         # cpu= as TrainingArguments(use_cpu=...) will ask later: the state is one shared singleton.
         PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Rank 0 runs the block first (builds the data cache), then the others (which load it); one process: no-op."""
+    if world_size() <= 1:
+        yield
+        return
+    import torch
+    from accelerate import PartialState
+
+    with PartialState(cpu=not torch.cuda.is_available()).main_process_first():
+        yield
 
 
 def read_config(config: Path) -> dict:

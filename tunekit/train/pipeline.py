@@ -89,28 +89,32 @@ def module_for(recipe: Recipe, ref: ModelRef) -> ModuleType:
     return importlib.import_module(f"tunekit.methods.{name}")
 
 
-def preflight(recipe: Recipe, options: RunOptions) -> Plan:
+def preflight(recipe: Recipe, options: RunOptions, run_folder: bool = True) -> Plan:
     """Every check that can fail on the user's input, before anything is written or a model loads.
 
     Only the tokenizer loads here (it takes moments, and the data checks need it). In processes started
-    by a launcher every rank checks, and only rank 0 looks at the run folder.
+    by a launcher every rank checks, and only rank 0 looks at the run folder (`run_folder=False`:
+    `tunekit preprocess`, which builds the data cache and nothing else). The data is read, checked and
+    tokenised into the cache by rank 0 first; the other ranks then load it (a relaunch finds it built
+    by the command that launched them).
     """
     from tunekit.models.loading import load_tokenizer
     from tunekit.train import launch
     from tunekit.train.checkpoints import find_resume
     from tunekit.train.preflight import check_environment, check_reward_source
 
-    if launch.is_main_process():
+    if run_folder and launch.is_main_process():
         check_run_dir(recipe, options.overwrite, options.resume)
     ref = resolve(recipe.model.name_or_path, recipe.model.revision, build=True, download=True)
     method = module_for(recipe, ref)
-    data = load_data(recipe.data, recipe.training.seed, recipe.method, _label_order(recipe))
+    with launch.main_process_first():
+        data = load_data(recipe.data, recipe.training.seed, recipe.method, _label_order(recipe))
     check_environment(recipe)
     check_reward_source(recipe)
     tokenizer = load_tokenizer(ref.tokenizer_path, recipe.model)
     if data.conversational and not tokenizer.chat_template:
         raise UserError(
-            f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages "
+            f"{recipe.model.name_or_path} has no chat template, and {data.names} holds chat messages "
             f"(format {data.format}); use a model with a chat template, or plain-text prompts"
         )
     out = Path(recipe.output_dir).expanduser()
@@ -119,7 +123,8 @@ def preflight(recipe: Recipe, options: RunOptions) -> Plan:
     if hasattr(method, "head"):
         plan.head = method.head(plan)
     if hasattr(method, "check"):
-        plan.prepared = method.check(plan)
+        with launch.main_process_first():  # the method's check tokenises (sft, classify, pretrain)
+            plan.prepared = method.check(plan)
     return plan
 
 
@@ -174,7 +179,7 @@ def report(run: Run, trained: Trained, echo: Echo) -> dict[str, Any]:
     """summary.json (rank 0) and the closing lines; a DDP run whose copies drifted apart fails here."""
     from tunekit.train.launch import is_main_process
 
-    summary = build_summary(run.recipe, run.data.format, trained)
+    summary = build_summary(run.recipe, run.data, trained)
     if is_main_process():
         write_summary(run.out, summary)
     print_result(summary, trained, echo)

@@ -18,36 +18,50 @@ from typing import Any
 from tunekit.config import Recipe
 from tunekit.config.schema import SOFT_PROMPTS, AdapterSection
 from tunekit.data import Data
-from tunekit.data.preview import Preview
+from tunekit.data.preview import Preview, Rendered
 from tunekit.errors import DataError, UserError
 
-MAX_ROWS_MEASURED = 20_000  # rows rendered and measured at most (a seeded sample beyond)
+MAX_ROWS_MEASURED = 2_000  # rows rendered and measured at most (a seeded sample beyond)
 
 
-def check_loss_survives(preview: Preview, data: Data, recipe: Recipe) -> list[str]:
+def check_loss_survives(preview: Preview, data: Data, recipe: Recipe, train: list[Rendered] | None = None) -> list[str]:
     """SFT examples cut at data.max_length keep their start: one whose completion (or every assistant turn)
     lies past the cut carries no loss, and trl drops it. All of train or all of eval dropped stops the run
-    (DataError naming the length to set); some dropped is a note. Used by `validate` and `tunekit sft` alike."""
+    (DataError naming the length to set); some dropped is a note. Measured on a seeded sample of each split
+    (`train`: its sample, already rendered). Used by `validate` and `tunekit sft` alike."""
     limit, notes = recipe.sequence_length, []
-    for part, rows, source in (("train", data.train, recipe.data.train), ("eval", data.eval, data.eval_source)):
-        if not rows:
+    for part, rows, source in (("train", data.train, data.sources[0].name), ("eval", data.eval, data.eval_source)):
+        if rows is None:
             continue
-        shown = [preview.render(row, data.kind, recipe.train_on) for row in sample_rows(rows)]
+        if part == "train" and train is not None:
+            shown = train
+        else:
+            shown = rendered_sample(preview, rows, data.kind, recipe.train_on)
         lost = [r for r in shown if r.loss_tokens and not any(r.mask[:limit])]
         if not lost:
             continue
+        sampled = "" if len(shown) < MAX_ROWS_MEASURED else " sampled"
         if len(lost) == len(shown):
             first_loss = sorted(r.mask.index(1) + 1 for r in shown)
             raise DataError(
-                f"{source}: data.max_length={limit} cuts away every loss-carrying token of all {len(shown):,} {part} "
-                f"examples (their completions start after token {first_loss[0]} to {first_loss[-1]}); raise "
-                f"data.max_length to at least {statistics.median_high(first_loss) + 16} for half of them to train"
+                f"{source}: data.max_length={limit} cuts away every loss-carrying token of all {len(shown):,}"
+                f"{sampled} {part} examples (their completions start after token {first_loss[0]} to "
+                f"{first_loss[-1]}); raise data.max_length to at least {statistics.median_high(first_loss) + 16} "
+                "for half of them to train"
             )
         notes.append(
-            f"{len(lost):,} of {len(shown):,} {part} examples lose every loss-carrying token at "
+            f"{len(lost):,} of {len(shown):,}{sampled} {part} examples lose every loss-carrying token at "
             f"data.max_length={limit} and are skipped"
         )
     return notes
+
+
+def rendered_sample(preview: Preview, rows: Any, kind: str, train_on: str) -> list[Rendered]:
+    """The measured rows (`sample_rows`) rendered as the trainer sees them, in one batch."""
+    from tunekit.data import is_stream
+
+    sample = sample_rows(rows)
+    return preview.render_many(list(sample) if is_stream(sample) else sample.to_list(), kind, train_on)
 
 
 def check_reward_source(recipe: Recipe) -> None:
@@ -63,11 +77,16 @@ def check_reward_source(recipe: Recipe) -> None:
         load_function(function)  # raises UserError naming the module or the function
 
 
-def sample_rows(rows: list[dict]) -> list[dict]:
-    """The rows to render and measure: all of them, or a seeded sample of MAX_ROWS_MEASURED."""
+def sample_rows(rows: Any) -> Any:
+    """The rows to render and measure: all of them, or a seeded sample of MAX_ROWS_MEASURED (a dataset; a
+    stream's first MAX_ROWS_MEASURED)."""
+    from tunekit.data import is_stream
+
+    if is_stream(rows):
+        return rows.take(MAX_ROWS_MEASURED)
     if len(rows) <= MAX_ROWS_MEASURED:
         return rows
-    return random.Random(0).sample(rows, MAX_ROWS_MEASURED)
+    return rows.select(sorted(random.Random(0).sample(range(len(rows)), MAX_ROWS_MEASURED)))
 
 
 def check_adapter(adapter: AdapterSection, model: Any) -> None:
@@ -140,10 +159,21 @@ def check_targets(data: Data, source: str) -> None:
     if data.kind != "messages":
         return  # prompt/completion rows were checked when read: a missing or empty completion stops there
     for part, rows in (("train", data.train), ("eval", data.eval)):
-        for number, row in enumerate(rows, start=1):
-            role = row["messages"][-1]["role"]
+        if rows is None:
+            continue
+        for number, messages in enumerate(_column(rows, "messages"), start=1):
+            role = messages[-1]["role"]
             if role != "assistant":
                 raise DataError(
                     f"{source} ({part} example {number}): field 'messages': ends with a {role} turn; an "
                     "encoder-decoder model learns the final assistant turn as its target"
                 )
+
+
+def _column(rows: Any, name: str) -> Any:
+    """One column of a dataset, read batch by batch (a stream: its first rows, the rest are checked as they come)."""
+    from tunekit.data import is_stream
+
+    batches = rows.take(MAX_ROWS_MEASURED).iter(1000) if is_stream(rows) else rows.iter(1000)
+    for batch in batches:
+        yield from batch[name]

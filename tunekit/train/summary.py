@@ -1,8 +1,10 @@
 """summary.json: one builder for every method, PPO included, and the lines a run ends with.
 
     >>> from tunekit.config import load_recipe
+    >>> from tunekit.data import Data
     >>> trained = Trained(steps=3, runtime=1.0, train_loss=2.5, total_parameters=10, trainable_parameters=4)
-    >>> summary = build_summary(load_recipe("recipes/quickstart.yaml"), "messages", trained)
+    >>> summary = build_summary(load_recipe("recipes/quickstart.yaml"), Data(None, None, "messages", "messages", ""),
+    ...                         trained)
     >>> summary["method"], summary["steps"], summary["train_loss"]
     ('sft', 3, 2.5)
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tunekit.config import Recipe
+from tunekit.data import Data
 from tunekit.train.rundir import finite, write_atomically
 
 SUMMARY_KEYS = (
@@ -63,12 +66,12 @@ class Trained:
     closing: str = ""  # what the closing line says in place of the train loss (PPO: reward and KL)
 
 
-def build_summary(recipe: Recipe, data_format: str, trained: Trained) -> dict[str, Any]:
+def build_summary(recipe: Recipe, data: Data, trained: Trained) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "method": recipe.method,
         "adapter": recipe.adapter.type,
         "model": recipe.model.name_or_path,
-        "data_format": data_format,
+        "data_format": data.format,
         "total_parameters": trained.total_parameters,
         "trainable_parameters": trained.trainable_parameters,
         "steps": trained.steps,
@@ -82,6 +85,8 @@ def build_summary(recipe: Recipe, data_format: str, trained: Trained) -> dict[st
         for name, value in trained.after.items():
             summary[f"{name}_before"] = trained.before.get(name)
             summary[f"{name}_after"] = value
+    # The rows each source gave to training (after the eval hold-out and any cut); None: a stream.
+    summary["data_sources"] = [{"source": s.name, "rows": s.rows} for s in data.sources]
     summary.update(trained.figures)
     return summary
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tunekit.config import Recipe
 from tunekit.config.schema import ClassifyRecipe, GRPORecipe, PPORecipe, PretrainRecipe
-from tunekit.data import Data, load_data
+from tunekit.data import Data, load_data, sources_of
 from tunekit.data.preview import Preview, Rendered
 from tunekit.data.sources import resolve_source
 from tunekit.errors import DataError, UserError
@@ -57,6 +58,7 @@ class Report:
     example_labels: list[str] = field(default_factory=list)  # "" or chosen / rejected / desirable ...
     stats: LengthStats | None = None
     notes: list[str] = field(default_factory=list)
+    per_source: list[LengthStats | None] = field(default_factory=list)  # several sources: each one's statistics
 
 
 def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
@@ -66,7 +68,7 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     try:
         data = load_data(recipe.data, recipe.training.seed, recipe.method, _label_order(recipe))
     except DataError as err:
-        if not _is_hub_dataset(recipe.data.train):
+        if not any(_is_hub_dataset(spec.path) for spec in sources_of(recipe.data.train, recipe.data)):
             raise
         # A Hub dataset that cannot be read here (offline, or not cached) is checked when training starts.
         report = Report(recipe, ref.describe(), None)
@@ -89,31 +91,58 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
         )
         return report
     if data.conversational and preview.template is None:
-        raise UserError(
-            f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages"
-        )
+        raise UserError(f"{recipe.model.name_or_path} has no chat template, and {data.names} holds chat messages")
     seq2seq = recipe.method == "sft" and ref.is_encoder_decoder
     if seq2seq:
-        check_targets(data, recipe.data.train)
+        check_targets(data, data.names)
         report.notes.append(
             "encoder-decoder model: each example shows the encoder's input, then the target "
             "(decoder, marked); each side is cut at data.max_length on its own"
         )
+    rendered, labels = _rendered(preview, data.kind, sample_rows(data.train), recipe.train_on, seq2seq)
     if recipe.method == "sft" and not seq2seq:
-        report.notes += check_loss_survives(preview, data, recipe)
-    rendered, labels = [], []
-    for row in sample_rows(data.train):
-        for label, kind, part in _trained_sequences(row, data.kind):
-            if seq2seq:
-                rendered.append(preview.render_seq2seq(part, kind))
-            else:
-                rendered.append(preview.render(part, kind, recipe.train_on))
-            labels.append(label)
+        report.notes += check_loss_survives(preview, data, recipe, train=rendered)
     report.examples = rendered[:examples]
     report.example_labels = labels[:examples]
-    sampled = len(data.train) > MAX_ROWS_MEASURED
-    report.stats = _length_stats(rendered, None if not sampled else len(data.train), _limit(recipe))
+    rows = data.train_rows
+    sampled = rows is None or rows > MAX_ROWS_MEASURED
+    report.stats = _length_stats(rendered, None if not sampled else rows, _limit(recipe))
+    if len(data.sources) > 1 and not data.streaming:
+        report.per_source = _per_source_stats(data, preview, recipe, seq2seq)
     return report
+
+
+def _per_source_stats(data: Data, preview: Preview, recipe: Recipe, seq2seq: bool) -> list[LengthStats | None]:
+    """Token statistics of each source's rows in the mix (a seeded sample of each)."""
+    import numpy as np
+
+    column = data.train.select_columns(["_source"]).with_format("arrow")[0 : data.train.num_rows]["_source"]
+    positions = column.to_numpy()
+    found: list[LengthStats | None] = []
+    for number in range(len(data.sources)):
+        mine = np.flatnonzero(positions == number)
+        if not len(mine):
+            found.append(None)
+            continue
+        rendered, _ = _rendered(preview, data.kind, sample_rows(data.train.select(mine)), recipe.train_on, seq2seq)
+        found.append(_length_stats(rendered, len(mine) if len(mine) > MAX_ROWS_MEASURED else None, _limit(recipe)))
+    return found
+
+
+def _rendered(preview: Preview, kind: str, rows: Any, train_on: str, seq2seq: bool) -> tuple[list[Rendered], list[str]]:
+    """The sequences the rows train as, rendered (in batches of one kind), and each one's label."""
+    from tunekit.data import is_stream
+
+    listed = list(rows) if is_stream(rows) else rows.to_list()
+    sequences = [sequence for row in listed for sequence in _trained_sequences(row, kind)]
+    if seq2seq:
+        return [preview.render_seq2seq(part, each) for _, each, part in sequences], [s[0] for s in sequences]
+    rendered: list[Rendered | None] = [None] * len(sequences)
+    for each in {kind for _, kind, _ in sequences}:
+        chosen = [i for i, sequence in enumerate(sequences) if sequence[1] == each]
+        for i, shown in zip(chosen, preview.render_many([sequences[i][2] for i in chosen], each, train_on)):
+            rendered[i] = shown
+    return rendered, [label for label, _, _ in sequences]  # type: ignore[return-value]
 
 
 def _trained_sequences(row: dict, kind: str) -> list[tuple[str, str, dict]]:
