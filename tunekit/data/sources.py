@@ -45,6 +45,14 @@ def resolve_source(source: str) -> Path | str:
     return source
 
 
+def local_source(source: str) -> Path | None:
+    """The file or folder on disk a data source names, or None (a Hub id, builtin data, a missing file)."""
+    if source.startswith(BUILTIN_PREFIX):
+        return None
+    path = Path(source).expanduser()
+    return path if path.exists() else None
+
+
 def read_rows(source: str, split: str = "train") -> Rows:
     where = resolve_source(source)
     if isinstance(where, str):

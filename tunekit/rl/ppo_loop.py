@@ -10,6 +10,7 @@ and the per-token log-probs in tunekit.rl.rollout; tunekit.methods.ppo builds th
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -86,6 +87,10 @@ class PPOLoop:
             self.kl.update(stats["kl"], len(rollout.batch.prompts))
             self.scheduler.step()
             stats.update(step=step, kl_coef=self.kl.value, learning_rate=self.scheduler.get_last_lr()[0])
+            if not math.isfinite(stats["loss"]):
+                bar.close()
+                append_metrics(out, stats)
+                raise _diverged(step, stats["loss"], history)
             history.append(stats)
             bar.update(1)
             if step % self.recipe.training.logging_steps == 0 or step == self.steps:
@@ -199,6 +204,19 @@ class Rollout:
     ) -> None:
         self.batch, self.logprobs, self.values = batch, logprobs, values
         self.advantages, self.returns, self.scores, self.stats = advantages, returns, scores, stats
+
+
+def _diverged(step: int, loss: float, history: list[dict[str, float]]) -> Exception:
+    """The same stop as transformers-based runs (tunekit.train.callbacks.StopOnNonFinite): no final/ saved."""
+    from tunekit.train.callbacks import NonFiniteLoss
+
+    last = "at the first step"
+    if history:
+        last = f"last finite loss {history[-1]['loss']:.4g} at step {history[-1]['step']:.0f}"
+    return NonFiniteLoss(
+        f"training stopped at step {step}: the loss is {loss} ({last}); no final/ was written (tunekit ppo saves "
+        "no checkpoints); lower training.learning_rate, or check the reward source"
+    )
 
 
 def _write_samples(out: Any, step: int, rollout: Rollout) -> None:

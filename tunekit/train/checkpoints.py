@@ -36,9 +36,10 @@ from transformers import TrainerCallback
 
 from tunekit.config import Recipe
 from tunekit.errors import UserError
+from tunekit.folders import CHECKPOINT_MANIFEST
 from tunekit.train.rundir import write_atomically
 
-MANIFEST = "tunekit-checkpoint.json"
+MANIFEST = CHECKPOINT_MANIFEST
 STAGING = ".partial"
 NAME = re.compile(r"^checkpoint-(\d+)$")
 # Recipe keys that cannot change what the next optimizer step computes: where the run folder is, how
@@ -331,10 +332,17 @@ class Stopped(Exception):
     """Training stopped on SIGINT / SIGTERM after saving a checkpoint; exit with 128 + the signal."""
 
     def __init__(self, signum: int, checkpoint: Path | None) -> None:
-        name = signal.Signals(signum).name
-        saved = f"saved {checkpoint}; resume with --resume" if checkpoint else "no checkpoint was saved"
-        super().__init__(f"stopped by {name}: {saved}")
+        self.signal, self.checkpoint = signal.Signals(signum).name, checkpoint
+        super().__init__(self.describe())
         self.code = 128 + signum
+
+    def describe(self, in_place: bool = True) -> str:
+        """In place, how to resume; a run written beside the one it replaces is named by tunekit.folders."""
+        if self.checkpoint is None:
+            return f"stopped by {self.signal}: no checkpoint was saved"
+        if not in_place:
+            return f"stopped by {self.signal}: saved {self.checkpoint.name}"
+        return f"stopped by {self.signal}: saved {self.checkpoint}; resume with --resume"
 
 
 class StopOnSignal(TrainerCallback):
