@@ -115,8 +115,8 @@ def refuse_unsafe(given: str, label: str, protected: Sequence[tuple[str, Path]] 
     or one of `protected` (what the command reads: (label, path)) or a folder holding it."""
     if not given.strip():
         raise UserError(f"{label} is empty: name a folder of its own, e.g. {_example(label)}")
-    path = folder_path(given)
     try:
+        path = folder_path(given)
         real = path.resolve()
         is_file = path.exists() and not path.is_dir()
     except OSError as err:

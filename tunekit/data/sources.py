@@ -13,12 +13,13 @@ import `datasets`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tunekit.errors import DataError
+from tunekit.errors import DataError, describe_decode_error
 
 BUILTIN_PREFIX = "builtin:"
 Rows = list[tuple[int, dict[str, Any]]]
@@ -77,28 +78,41 @@ def read_rows(source: str, split: str = "train") -> Rows:
     return rows
 
 
+def _read_text(path: Path) -> str:
+    """A data file as text: UTF-8, a byte-order mark (Excel's "CSV UTF-8", Notepad) dropped; a file in
+    another encoding, or one that cannot be read, is named with the line of its first bad byte."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or type(err).__name__}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(describe_decode_error(path, raw, err)) from None
+
+
 def _read_jsonl(path: Path) -> Rows:
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {number}: invalid JSON: {err.msg}") from None
+    # split("\n"), not splitlines(): a JSON string may hold U+2028 and other characters splitlines() breaks at.
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}, line {number}: invalid JSON: {err.msg}") from None
     return rows
 
 
 def _read_txt(path: Path) -> Rows:
     """Plain text, one document per line (blank lines skipped), for continued pretraining."""
-    with path.open(encoding="utf-8") as handle:
-        return [(number, {"text": line.rstrip("\n")}) for number, line in enumerate(handle, start=1) if line.strip()]
+    lines = _read_text(path).split("\n")
+    return [(number, {"text": line.rstrip("\r")}) for number, line in enumerate(lines, start=1) if line.strip()]
 
 
 def _read_json(path: Path) -> Rows:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}, line {err.lineno}: invalid JSON: {err.msg}") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -109,9 +123,12 @@ def _read_json(path: Path) -> Rows:
 
 
 def _read_csv(path: Path) -> Rows:
-    with path.open(encoding="utf-8", newline="") as handle:
+    text = io.StringIO(_read_text(path), newline="")
+    try:
         # Row numbers count the header as row 1, as a spreadsheet shows them.
-        return [(number, dict(row)) for number, row in enumerate(csv.DictReader(handle), start=2)]
+        return [(number, dict(row)) for number, row in enumerate(csv.DictReader(text), start=2)]
+    except csv.Error as err:
+        raise DataError(f"{path}: not a CSV file this reader understands ({err})") from None
 
 
 def _read_parquet(path: Path) -> Rows:

@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -37,6 +36,7 @@ from transformers import TrainerCallback
 from tunekit.config import Recipe
 from tunekit.errors import UserError
 from tunekit.folders import CHECKPOINT_MANIFEST
+from tunekit.models.loading import file_problem
 from tunekit.train.rundir import write_atomically
 
 MANIFEST = CHECKPOINT_MANIFEST
@@ -151,7 +151,7 @@ def problem(path: Path) -> str | None:
             return f"{name} is missing"
         if file.stat().st_size != size:
             return f"{name} has {file.stat().st_size} bytes, {size} were written"
-        reason = _unreadable(file)
+        reason = file_problem(file)
         if reason:
             return f"{name} {reason}"
     try:
@@ -160,26 +160,6 @@ def problem(path: Path) -> str | None:
         return f"trainer_state.json is unreadable ({err})"
     if state.get("global_step") != manifest["step"]:
         return f"trainer_state.json is at step {state.get('global_step')}"
-    return None
-
-
-def _unreadable(file: Path) -> str | None:
-    """Cheap structural checks that catch a damaged file without loading its tensors."""
-    try:
-        if file.suffix == ".safetensors":
-            with file.open("rb") as handle:
-                length = int.from_bytes(handle.read(8), "little")
-                header = json.loads(handle.read(length))
-            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-            if 8 + length + end != file.stat().st_size:
-                return "does not hold the tensors its header lists"
-        elif file.suffix in (".pt", ".pth", ".bin") and zipfile.is_zipfile(file):
-            with zipfile.ZipFile(file) as archive:
-                archive.namelist()
-        elif file.suffix == ".json":
-            json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
-        return f"is damaged ({type(err).__name__})"
     return None
 
 
