@@ -403,7 +403,7 @@ class Claim:
         if kept:
             shown = self.shown.rstrip("/") + NEXT
             what = "continue it with --resume output_dir=" + shown if self.kind is RUN else "look at it"
-            return f"{self.shown} is unchanged; this attempt's {kept} are kept in {shown}: {what}, or delete it"
+            return f"{self.shown} is unchanged; this attempt is kept in {shown} ({kept}): {what}, or delete it"
         if self.next_lock is None:  # a relaunching parent cleaning up after its processes
             try:
                 self.next_lock = Lock.take(next_, self.label, str(next_))

@@ -205,7 +205,7 @@ class StopOnNonFinite(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self.found is None and model is not None and not _weights_finite(model, args.world_size):
-            self.found = (state.global_step, "the loss or its update made the weights NaN or infinite")
+            self.found = (state.global_step, "its update made the weights NaN or infinite")
         self._stop(control)
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
