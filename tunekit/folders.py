@@ -275,6 +275,10 @@ def _open_locked(path: Path, label: str, shown: str) -> int | None:
             if str(holder.get("pid")) == os.environ.get(LOCK_ENV):
                 return None
             raise InUse(_in_use(label, shown, holder)) from None
+        except OSError as err:
+            if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                return fd  # a file system without locks (some network mounts): the lock file still names us
+            raise
         # The file may have been unlinked (released) or replaced (a swap) between open and flock: retry.
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
@@ -318,24 +322,6 @@ def _in_use(label: str, shown: str, holder: dict) -> str:
         f"{label} {shown} is in use by another tunekit process ({who}{what}{since}){stale}: wait for it to "
         "end, or choose another folder"
     )
-
-
-def probe(folder: Path) -> dict | None:
-    """Who holds the lock of `folder` (its holder record), or None when nobody does. Writes nothing."""
-    path = folder / LOCK
-    if fcntl is None or not path.exists():
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return _read_holder(fd) or {"pid": "?"}
-    finally:
-        os.close(fd)
-    return None
 
 
 # ---- a claimed folder: locked, written aside, swapped in ------------------------------------------
