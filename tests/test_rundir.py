@@ -44,6 +44,11 @@ def wrong_count(prompts: list, completions: list) -> list[float]:
     return [0.0] * (len(completions) - 1)
 
 
+def nan_reward(prompts: list, completions: list) -> list[float]:
+    """A reward function that divides by zero somewhere: NaN for every completion."""
+    return [float("nan")] * len(completions)
+
+
 def digest(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
@@ -119,6 +124,15 @@ def test_a_mistake_found_during_training_keeps_the_previous_run(cli, tmp_path: P
     assert len(lines) == 1 and "wrong_count returned" in lines[0] and "values for" in lines[0], failed.err
     assert digest(tmp_path / "run") == before
     assert not (tmp_path / "run.next").exists()
+
+
+def test_ppo_stops_at_a_non_finite_loss_too(cli, tmp_path: Path) -> None:
+    recipe = small_recipe(tmp_path, "ppo", batch_size=2, max_steps=3)
+    failed = cli("ppo", str(recipe), "ppo.reward_function=tests.test_rundir:nan_reward")
+    assert failed.code == 1 and "Traceback" not in failed.err
+    assert "error: training stopped at step 1: the loss is nan (no finite loss)" in failed.err, failed.err
+    assert "check the reward source" in failed.err
+    assert not (tmp_path / "run" / "final").exists() and not (tmp_path / "run" / "summary.json").exists()
 
 
 def test_ctrl_c_during_an_overwrite_keeps_the_previous_run(

@@ -204,7 +204,8 @@ class StopOnNonFinite(TrainerCallback):
         self._stop(control)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if self.found is None and model is not None and not _weights_finite(model, args.world_size):
+        trainable = [p for p in model.parameters() if p.requires_grad] if model is not None else []
+        if self.found is None and not weights_finite(trainable, args.world_size):
             self.found = (state.global_step, "its update made the weights NaN or infinite")
         self._stop(control)
 
@@ -232,10 +233,11 @@ class StopOnNonFinite(TrainerCallback):
         )
 
 
-def _weights_finite(model: Any, world_size: int) -> bool:
+def weights_finite(params: list[Any], world_size: int = 1) -> bool:
+    """No NaN or inf in `params`: one float32 sum per tensor (a NaN or inf carries into it), one sync."""
     import torch
 
-    sums = [p.detach().sum(dtype=torch.float32) for p in model.parameters() if p.requires_grad]
+    sums = [p.detach().sum(dtype=torch.float32) for p in params]
     if not sums:
         return True
     finite = torch.isfinite(torch.stack(sums)).all().to(torch.int32)
