@@ -151,8 +151,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(cli, tmp_pat
     and those match a 1-process run whose batch is the 2-process global batch."""
     from safetensors.torch import load_file
 
-    two = cli("sft", str(small_recipe(tmp_path)), "--num-processes", "2")
+    earlier = tmp_path / "run"  # an earlier run, replaced: the relaunching command holds the lock for its ranks
+    earlier.mkdir()
+    (earlier / "summary.json").write_text('{"steps": 1}')
+    two = cli("sft", str(small_recipe(tmp_path)), "--num-processes", "2", "--overwrite")
     assert two.code == 0, two.err
+    assert not (tmp_path / "run.next").exists() and not (earlier / ".tunekit.lock").exists()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["distributed_type"] == "MULTI_CPU"
     assert summary["global_batch_size"] == 2 * 4 * 1

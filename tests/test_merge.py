@@ -118,3 +118,15 @@ def test_bad_arguments_exit_2(cli, adapter: Path, base: Path, merged: Path, tmp_
     assert full.code == 2 and "holds a full model" in full.err
     taken = cli("merge", str(adapter), str(merged))
     assert taken.code == 2 and "--overwrite" in taken.err
+
+
+def test_overwrite_replaces_a_merged_model_only_once_the_new_one_checks_out(
+    cli, adapter: Path, merged: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "merged"
+    shutil.copytree(merged, out)
+    (out / "merge_check.json").write_text('{"from": "the merge before"}')
+    again = cli("merge", str(adapter), str(out), "--overwrite")
+    assert again.code == 0, again.err
+    assert json.loads((out / "merge_check.json").read_text())["adapted"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no .next, .previous or lock left

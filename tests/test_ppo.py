@@ -196,11 +196,18 @@ def test_bad_reward_settings_exit_2(cli, tmp_path: Path, overrides: list[str], e
 def test_prompt_only_rows(tmp_path: Path) -> None:
     from tunekit.config.schema import DataSection
     from tunekit.data import load_data
+    from tunekit.errors import DataError
 
     path = tmp_path / "prompts.jsonl"
-    path.write_text('{"prompt": "Tell me"}\n{"prompt": [{"role": "user", "content": "hi"}]}\n')
+    path.write_text(
+        '{"prompt": [{"role": "user", "content": "Tell me"}]}\n{"prompt": [{"role": "user", "content": "hi"}]}\n'
+    )
     data = load_data(DataSection(train=str(path), eval_fraction=0), seed=0, method="ppo")
     assert data.format == "prompt" and data.train[1]["prompt"][0]["content"] == "hi"
+    # One Arrow column holds one type: text in one row and messages in the next is named, not mixed.
+    path.write_text('{"prompt": "Tell me"}\n{"prompt": [{"role": "user", "content": "hi"}]}\n')
+    with pytest.raises(DataError, match=r"row 2: field 'prompt': a list of messages, where the first row has text"):
+        load_data(DataSection(train=str(path), eval_fraction=0), seed=0, method="ppo")
 
 
 def test_ppo_help(cli) -> None:

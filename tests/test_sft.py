@@ -129,8 +129,10 @@ def test_existing_run_folder_is_kept_unless_overwrite(cli, tmp_path: Path) -> No
     (tmp_path / "run" / "notes.txt").write_text("precious")
     refused = cli("sft", str(recipe))
     assert refused.code == 2 and "--overwrite" in refused.err
+    not_a_run = cli("sft", str(recipe), "--overwrite")  # notes.txt is not tunekit's: --overwrite alone refuses
+    assert not_a_run.code == 2 and "notes.txt" in not_a_run.err and "--overwrite-any" in not_a_run.err
     assert (tmp_path / "run" / "notes.txt").read_text() == "precious"
-    assert cli("sft", str(recipe), "--overwrite").code == 0
+    assert cli("sft", str(recipe), "--overwrite-any").code == 0
     assert not (tmp_path / "run" / "notes.txt").exists()
     assert (tmp_path / "run" / "summary.json").exists()
 

@@ -14,3 +14,27 @@ class RecipeError(UserError):
 
 class DataError(UserError):
     """A data file is missing, unreadable, or has a bad row."""
+
+
+def describe_decode_error(path: object, raw: bytes, err: UnicodeDecodeError) -> str:
+    r"""A file that is not UTF-8 text: where its first bad byte is, and what to do.
+
+    >>> raw = "a\nnaïve".encode("latin-1")
+    >>> describe_decode_error("x.jsonl", raw, _first_error(raw))
+    'x.jsonl, line 2 (byte 4, 0xef): not UTF-8 text; save it as UTF-8 (in Excel: CSV UTF-8; in an editor: UTF-8)'
+    """
+    line = raw.count(b"\n", 0, err.start) + 1
+    bad = raw[err.start : err.start + 1].hex()
+    utf16 = " (it is UTF-16, as some Windows tools save text)" if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else ""
+    return (
+        f"{path}, line {line} (byte {err.start}, 0x{bad}): not UTF-8 text{utf16}; save it as UTF-8 "
+        "(in Excel: CSV UTF-8; in an editor: UTF-8)"
+    )
+
+
+def _first_error(raw: bytes) -> UnicodeDecodeError:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return err
+    raise ValueError("valid UTF-8")

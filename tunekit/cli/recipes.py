@@ -5,13 +5,11 @@ $ tunekit recipes copy tiny/sft-lora my-recipe.yaml
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import typer
 
 from tunekit.config.recipes import find_recipe, list_recipes
-from tunekit.errors import UserError
 
 NAME = typer.Argument(..., help="Recipe name as `tunekit recipes list` shows it.", show_default=False)
 
@@ -37,17 +35,30 @@ def show(name: str = NAME) -> None:
 def copy(
     name: str = NAME,
     dest: Path = typer.Argument(..., help="File or folder to copy to.", show_default=False),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing recipe file."),
+    overwrite_any: bool = typer.Option(
+        False, "--overwrite-any", help="--overwrite even a file that is not a recipe (a YAML mapping with method)."
+    ),
 ) -> None:
     """Copy a recipe to edit it."""
+    from tunekit.folders import write_file
+
     recipe = find_recipe(name)
     target = dest / recipe.path.name if dest.is_dir() else dest
-    if target.exists() and not overwrite:
-        raise UserError(f"{target} already exists; pass --overwrite to replace it")
-    if not target.parent.exists():
-        raise UserError(f"folder {target.parent} does not exist")
-    shutil.copyfile(recipe.path, target)
+    text = recipe.path.read_text(encoding="utf-8")
+    write_file(target, text, "DEST", ("a recipe", _is_recipe), overwrite, overwrite_any)
     typer.echo(f"copied {recipe.name} to {target}")
+
+
+def _is_recipe(path: Path) -> bool:
+    """A YAML mapping with a `method`: what `recipes copy --overwrite` may replace."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(loaded, dict) and "method" in loaded
 
 
 def register(app: typer.Typer) -> None:

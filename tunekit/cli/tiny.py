@@ -10,8 +10,6 @@ from pathlib import Path
 
 import typer
 
-from tunekit.errors import UserError
-
 
 class Arch(str, Enum):
     llama = "llama"
@@ -25,13 +23,21 @@ def register(app: typer.Typer) -> None:
     def tiny_model(
         output: Path = typer.Argument(..., help="Folder to write (must not exist or be empty).", show_default=False),
         arch: Arch = typer.Option(Arch.llama, "--arch", help="Architecture."),
-        seed: int = typer.Option(0, "--seed", help="Seed for the random weights; same seed, same files."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing, non-empty folder."),
+        seed: int = typer.Option(
+            0, "--seed", min=0, max=2**32 - 1, help="Seed for the random weights; same seed, same files."
+        ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace a tiny model in DIR (swapped in once the new one is written)."
+        ),
+        overwrite_any: bool = typer.Option(
+            False, "--overwrite-any", help="--overwrite even a DIR that holds files tunekit did not write."
+        ),
     ) -> None:
         """Write a ~100k-parameter random model and an offline-trained tokenizer, loadable with from_pretrained."""
-        if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
-            raise UserError(f"{output} already exists and is not empty; pass --overwrite to replace it")
-        from tunekit.models.tiny import build_tiny_model
+        from tunekit.folders import TINY, claim, writing
+        from tunekit.models.tiny import write_tiny_model
 
-        path = build_tiny_model(output, arch.value, seed)
-        typer.echo(f"wrote tiny {arch.value} model (seed {seed}) to {path}")
+        folder = claim(str(output), "DIR", TINY, overwrite=overwrite, overwrite_any=overwrite_any, always_staged=True)
+        with writing(folder) as staging:
+            write_tiny_model(staging, arch.value, seed)
+        typer.echo(f"wrote tiny {arch.value} model (seed {seed}) to {output}")

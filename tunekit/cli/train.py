@@ -24,7 +24,15 @@ from tunekit.errors import UserError
 
 RECIPE = typer.Argument(..., help="Recipe YAML file (see `tunekit recipes list`).", show_default=False)
 OVERRIDES = typer.Argument(None, help="Overrides such as training.max_steps=50 adapter.type=lora.", show_default=False)
-OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing, non-empty output_dir.")
+OVERWRITE = typer.Option(
+    False,
+    "--overwrite",
+    help="Replace the run in output_dir: the new run is written to output_dir.next and swapped in when it "
+    "ends well; until then, and after a failed attempt, the old run stays as it was.",
+)
+OVERWRITE_ANY = typer.Option(
+    False, "--overwrite-any", help="--overwrite even an output_dir that holds files tunekit did not write."
+)
 RESUME = typer.Option(
     False,
     "--resume",
@@ -66,6 +74,7 @@ def _command(method: str) -> Callable[..., None]:
         recipe: Path = RECIPE,
         overrides: list[str] | None = OVERRIDES,
         overwrite: bool = OVERWRITE,
+        overwrite_any: bool = OVERWRITE_ANY,
         resume: bool = RESUME,
         force: bool = FORCE,
         num_processes: int | None = NUM_PROCESSES,
@@ -82,24 +91,33 @@ def _command(method: str) -> Callable[..., None]:
         if accelerate_config is not None:
             launch.resolve_config(accelerate_config)  # an unknown name fails here, before any slow work
         from tunekit.train import pipeline
+        from tunekit.train.callbacks import NonFiniteLoss
         from tunekit.train.checkpoints import Stopped
         from tunekit.train.rundir import RunOptions
 
-        flags = [flag for flag, on in (("--overwrite", overwrite), ("--resume", resume), ("--force", force)) if on]
-        options = RunOptions(overwrite, resume, force, num_processes, accelerate_config)
+        named = {"--overwrite": overwrite, "--overwrite-any": overwrite_any, "--resume": resume, "--force": force}
+        flags = [flag for flag, on in named.items() if on]
+        options = RunOptions(overwrite, resume, force, num_processes, accelerate_config, overwrite_any)
         echo = launch.on_main(typer.echo)
 
-        plan = pipeline.preflight(loaded, options)  # every check on the input; nothing written yet
-        if launch.launch_requested(num_processes, accelerate_config):  # the same command in N processes
-            launched = (method, str(recipe), *(overrides or []), *flags)  # without the launch flags
-            raise typer.Exit(launch.relaunch(launched, num_processes, accelerate_config))
-        run = pipeline.load(plan)  # seed, model, run folder
-        try:
-            trained = pipeline.train(run, echo)
-        except Stopped as stopped:  # SIGINT / SIGTERM: a checkpoint was saved, the run can --resume
-            echo(str(stopped), err=True)
-            raise typer.Exit(stopped.code) from None
-        pipeline.report(run, trained, echo)
+        plan = pipeline.preflight(loaded, options)  # every check on the input; output_dir locked, nothing written
+        with pipeline.claimed(plan, echo):  # a failed attempt leaves output_dir as it was
+            if launch.launch_requested(num_processes, accelerate_config):  # the same command in N processes
+                launched = (method, str(recipe), *(overrides or []), *flags)  # without the launch flags
+                code = launch.relaunch(launched, num_processes, accelerate_config)
+                if code:
+                    raise typer.Exit(code)
+                return
+            run = pipeline.load(plan)  # seed, model, run folder
+            try:
+                trained = pipeline.train(run, echo)
+            except Stopped as stopped:  # SIGINT / SIGTERM: a checkpoint was saved, the run can --resume
+                echo(stopped.describe(in_place=not options.replaces), err=True)
+                raise typer.Exit(stopped.code) from None
+            except NonFiniteLoss as diverged:  # the run's own failure, not tunekit's: exit 1 without a traceback
+                echo(f"error: {diverged}", err=True)
+                raise typer.Exit(1) from None
+            pipeline.report(run, trained, echo)
 
     return train
 

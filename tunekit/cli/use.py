@@ -189,12 +189,18 @@ def merge(
     check_only: bool = typer.Option(
         False, "--check-only", help="Merge nothing: check that OUTPUT, merged elsewhere, matches the adapter."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing, non-empty OUTPUT."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a merged model in OUTPUT (swapped in once the new one is checked)."
+    ),
+    overwrite_any: bool = typer.Option(
+        False, "--overwrite-any", help="--overwrite even an OUTPUT that holds files tunekit did not write."
+    ),
 ) -> None:
     """Merge a LoRA adapter into its base: a plain model (safetensors) + tokenizer + chat template, checked.
 
     The merged model is reloaded and compared with the adapter model on a few prompts; exit 1 (nothing
-    written) when logits differ beyond the tolerance or the merge left the base weights unchanged.
+    written) when logits differ beyond the tolerance or the merge left the base weights unchanged. OUTPUT
+    may not be the adapter's folder or its base's, nor a folder holding them (the adapter's run folder).
     """
     from tunekit.use.merge import MergeCheckFailed, check_merged
     from tunekit.use.merge import merge as run_merge
@@ -203,7 +209,9 @@ def merge(
         if check_only:
             check = check_merged(adapter, output, dtype.value, base, tolerance, report=typer.echo)
         else:
-            check = run_merge(adapter, output, dtype.value, base, tolerance, overwrite, report=typer.echo)
+            check = run_merge(
+                adapter, output, dtype.value, base, tolerance, overwrite, report=typer.echo, overwrite_any=overwrite_any
+            )
     except MergeCheckFailed as failed:
         typer.echo(f"check: {failed.check.summary()}")
         written = "" if check_only else f"; nothing written to {output}"

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tunekit.config.schema import METHOD_SECTIONS, METHODS, NOT_FOR, RECIPES, Recipe, RecipeBase, parse_recipe
-from tunekit.errors import RecipeError
+from tunekit.errors import RecipeError, describe_decode_error
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -39,7 +39,7 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], Lines]:
         raise RecipeError(f"recipe not found: {path}")
     if path.is_dir():
         raise RecipeError(f"recipe is a folder, not a YAML file: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -52,16 +52,34 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], Lines]:
         raise RecipeError(f"{path}: the recipe is empty")
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
-    return data, _key_lines(node)
+    return data, _key_lines(node, path)
 
 
-def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> Lines:
+def read_text(path: Path) -> str:
+    """A text file the user wrote, as UTF-8 (a byte-order mark is dropped); errors name the file and line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise RecipeError(f"cannot read {path}: {err.strerror or type(err).__name__}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise RecipeError(describe_decode_error(path, raw, err)) from None
+
+
+def _key_lines(node: yaml.Node | None, path: Path, prefix: tuple[str, ...] = ()) -> Lines:
+    """The line of every key path; a key given twice in one mapping (YAML keeps the last silently) is an error."""
     lines: Lines = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = (*prefix, str(key_node.value))
-            lines[key] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, key))
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise RecipeError(
+                    f"{path}, line {line}: {'.'.join(key)} is set twice (lines {lines[key]} and {line}); keep one"
+                )
+            lines[key] = line
+            lines.update(_key_lines(value_node, path, key))
     return lines
 
 

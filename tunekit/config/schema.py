@@ -15,6 +15,7 @@ against these models by a test.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
@@ -23,7 +24,9 @@ Dtype = Literal["auto", "fp32", "fp16", "bf16"]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `.inf` / `.nan` (or `=inf` on the command line) in any float is an error, not a run
+    # that trains to NaN weights.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(Section):
@@ -60,7 +63,11 @@ class AdapterSection(Section):
     r: int = Field(8, ge=1, description="LoRA rank.")
     alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: str | list[str] = Field("all-linear", description="Module names to adapt, or `all-linear`.")
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description="A list of module names to adapt (`[q_proj, v_proj]`: every module whose name ends with one), "
+        "`all-linear`, or one string that is a regular expression over full module names (peft's rule).",
+    )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
     existing: Literal["merge", "continue"] = Field(
         "merge",
@@ -85,6 +92,28 @@ class AdapterSection(Section):
         False,
         description="prefix_tuning: produce the prefixes through a two-layer MLP (more parameters, often steadier).",
     )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _one_string_is_a_regex(cls, value: str | list[str]) -> str | list[str]:
+        """peft reads a single string as a regular expression that must match a module's full name
+        (`model.layers.0.self_attn.q_proj`), so `q_proj` or `q_proj,v_proj` as one string adapts nothing
+        (or only a top-level module): refused, with the list to write instead."""
+        if not isinstance(value, str) or value == "all-linear":
+            return value
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        if names and all(re.fullmatch(r"[\w-]+", name) for name in names):
+            listed = ", ".join(names)
+            raise ValueError(
+                f"{value!r} is one string, which peft reads as a regular expression over full module names "
+                f"(model.layers.0.self_attn.{names[0]}), so it adapts nothing; write a list, [{listed}] (on the "
+                f"command line adapter.target_modules=[{listed}]), or a regular expression such as .*\\.{names[0]}"
+            )
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"{value!r} is not a regular expression ({err}); write a list of module names") from None
+        return value
 
     @model_validator(mode="after")
     def _soft_prompt_settings(self) -> AdapterSection:
@@ -265,7 +294,9 @@ class TrainingSection(Section):
     eval_steps: int | None = Field(None, ge=1, description="Also evaluate every N steps (before/after always).")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps into `checkpoints/`.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
-    seed: int = Field(42, description="Seed for data order, eval split and initialisation.")
+    seed: int = Field(
+        42, ge=0, le=2**32 - 1, description="Seed for data order, eval split and initialisation (0 to 2^32 - 1)."
+    )
     report_to: Literal["none", "tensorboard"] = Field("none", description="Also log to TensorBoard.")
 
 
@@ -465,6 +496,12 @@ class RecipeBase(Section):
     def _quantization_needs_an_adapter(self) -> RecipeBase:
         if self.adapter.type == "qlora" and self.model.quantization == "none":
             self.model.quantization = "4bit"
+        if self.adapter.type == "qlora" and self.model.quantization != "4bit":
+            raise ValueError(
+                f"adapter.type: qlora is LoRA on a 4-bit base, and model.quantization is {self.model.quantization}: "
+                "leave model.quantization out (or set 4bit) for QLoRA, or set adapter.type: lora for LoRA on an "
+                f"{self.model.quantization} base"
+            )
         if self.adapter.type == "none" and self.model.quantization != "none":
             raise ValueError(
                 f"model.quantization: {self.model.quantization} weights cannot be fully fine-tuned; "

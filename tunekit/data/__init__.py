@@ -264,7 +264,9 @@ def _normalised(
             normalise_batch, batched=True, with_indices=True, fn_kwargs=kwargs, remove_columns=names, features=features
         )
         _check_preview(opened, stream.take(PREVIEW_ROWS), fmt)
-        return stream.map(_raise_on_problem, batched=True, fn_kwargs={"name": opened.name, "fmt": fmt})
+        return stream.map(
+            _raise_on_problem, batched=True, fn_kwargs={"name": opened.name, "fmt": fmt}, features=stream.features
+        )
     key = cache_key({"step": "normalise", **kwargs, "content": opened.fingerprint})
     procs = processes_for(opened.dataset.num_rows, section.num_proc)
     dataset, _ = cached_map(

@@ -116,6 +116,13 @@ def normalise(row: dict[str, Any], fmt: str) -> dict[str, Any]:
     raise ValueError(f"unknown format {fmt!r}")
 
 
+# One rule for answers in every format: a completion, an Alpaca output, chosen/rejected, an assistant turn
+# (of messages, sharegpt, preference or KTO conversations) must hold text. Training on an empty answer only
+# teaches the model to stop at once, and it is far more often a broken export than a wish.
+EMPTY_ANSWER = " (an answer must hold text, in every format)"
+ANSWERS = ("completion", "output", "chosen", "rejected")
+
+
 def _string(row: dict[str, Any], field: str, allow_empty: bool = False) -> str:
     if field not in row or row[field] is None:
         raise RowError(field, "missing")
@@ -123,7 +130,7 @@ def _string(row: dict[str, Any], field: str, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise RowError(field, f"expected a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
-        raise RowError(field, "empty")
+        raise RowError(field, "empty" + (EMPTY_ANSWER if field in ANSWERS else ""))
     return value
 
 
@@ -161,6 +168,8 @@ def check_messages(value: Any, field: str, need_assistant: bool = True) -> list[
             raise RowError(f"{where}.role", f"{role!r} is not one of: {', '.join(ROLES)}")
         if not isinstance(content, str):
             raise RowError(f"{where}.content", "missing or not a string")
+        if role == "assistant" and not content.strip():
+            raise RowError(f"{where}.content", f"empty{EMPTY_ANSWER}")
         messages.append({"role": role, "content": content})
     if need_assistant and not any(m["role"] == "assistant" for m in messages):
         raise RowError(field, "no assistant message to learn from")
@@ -228,7 +237,8 @@ def _hh_messages(text: str, field: str) -> list[dict[str, str]]:
     if parts[0].strip():
         raise RowError(field, "text before the first 'Human:' turn")
     roles = {"Human": "user", "Assistant": "assistant"}
-    return [{"role": roles[speaker], "content": content.strip()} for speaker, content in zip(parts[1::2], parts[2::2])]
+    turns = [{"role": roles[speaker], "content": content.strip()} for speaker, content in zip(parts[1::2], parts[2::2])]
+    return check_messages(turns, field)
 
 
 def _unpaired(row: dict[str, Any]) -> dict[str, Any]:
@@ -294,7 +304,7 @@ def check_rows(rows: list[tuple[int, dict[str, Any]]], fmt: str, source: str) ->
     out = []
     for number, row in rows:
         if not isinstance(row, dict):
-            raise DataError(f"{source}, row {number}: expected an object, got {type(row).__name__}")
+            raise DataError(f"{source}, row {number}: {not_an_object(row)}")
         try:
             out.append(normalise(row, fmt))
         except RowError as err:
@@ -302,7 +312,15 @@ def check_rows(rows: list[tuple[int, dict[str, Any]]], fmt: str, source: str) ->
     return out
 
 
-def resolve_format(declared: str, first_row: dict[str, Any], source: str) -> str:
+def not_an_object(row: Any) -> str:
+    if isinstance(row, list) and row and all(isinstance(m, dict) and "role" in m for m in row):
+        return 'a bare list of messages; write each row as an object: {"messages": [...]}'
+    return f"expected an object with fields, got {type(row).__name__}"
+
+
+def resolve_format(declared: str, first_row: Any, source: str) -> str:
+    if not isinstance(first_row, dict):
+        raise DataError(f"{source}, row 1: {not_an_object(first_row)}")
     if declared != "auto":
         return declared
     detected = detect_format(first_row)

@@ -19,14 +19,17 @@ datasets-free for the file forms.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tunekit.errors import DataError
+from tunekit.errors import DataError, describe_decode_error
 
 BUILTIN_PREFIX = "builtin:"
 Rows = list[tuple[int, dict[str, Any]]]
@@ -53,6 +56,14 @@ def resolve_source(source: str) -> Path | str:
     return source
 
 
+def local_source(source: str) -> Path | None:
+    """The file or folder on disk a data source names, or None (a Hub id, builtin data, a missing file)."""
+    if source.startswith(BUILTIN_PREFIX):
+        return None
+    path = Path(source).expanduser()
+    return path if path.exists() else None
+
+
 def read_rows(source: str, split: str = "train") -> Rows:
     where = resolve_source(source)
     if isinstance(where, str):
@@ -77,28 +88,41 @@ def read_rows(source: str, split: str = "train") -> Rows:
     return rows
 
 
+def _read_text(path: Path) -> str:
+    """A data file as text: UTF-8, a byte-order mark (Excel's "CSV UTF-8", Notepad) dropped; a file in
+    another encoding, or one that cannot be read, is named with the line of its first bad byte."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or type(err).__name__}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(describe_decode_error(path, raw, err)) from None
+
+
 def _read_jsonl(path: Path) -> Rows:
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {number}: invalid JSON: {err.msg}") from None
+    # split("\n"), not splitlines(): a JSON string may hold U+2028 and other characters splitlines() breaks at.
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}, line {number}: invalid JSON: {err.msg}") from None
     return rows
 
 
 def _read_txt(path: Path) -> Rows:
     """Plain text, one document per line (blank lines skipped), for continued pretraining."""
-    with path.open(encoding="utf-8") as handle:
-        return [(number, {"text": line.rstrip("\n")}) for number, line in enumerate(handle, start=1) if line.strip()]
+    lines = _read_text(path).split("\n")
+    return [(number, {"text": line.rstrip("\r")}) for number, line in enumerate(lines, start=1) if line.strip()]
 
 
 def _read_json(path: Path) -> Rows:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}, line {err.lineno}: invalid JSON: {err.msg}") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -109,9 +133,12 @@ def _read_json(path: Path) -> Rows:
 
 
 def _read_csv(path: Path) -> Rows:
-    with path.open(encoding="utf-8", newline="") as handle:
+    text = io.StringIO(_read_text(path), newline="")
+    try:
         # Row numbers count the header as row 1, as a spreadsheet shows them.
-        return [(number, dict(row)) for number, row in enumerate(csv.DictReader(handle), start=2)]
+        return [(number, dict(row)) for number, row in enumerate(csv.DictReader(text), start=2)]
+    except csv.Error as err:
+        raise DataError(f"{path}: not a CSV file this reader understands ({err})") from None
 
 
 def _read_parquet(path: Path) -> Rows:
@@ -181,10 +208,13 @@ def open_source(source: str, split: str = "train", streaming: bool = False, cach
             f"{source}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv, .parquet or .txt"
         )
     builder, options = SUFFIXES[suffix], _builder_options(where, suffix)
+    if builder != "parquet":
+        _check_utf8(where)  # Arrow's JSON reader keeps bad bytes, to fail rows later in training
     try:
-        dataset = datasets.load_dataset(
-            builder, data_files=str(where), split="train", cache_dir=cache_dir, streaming=streaming, **options
-        )
+        with _silent("datasets"):  # its reader logs its own failure; the fallback names the line instead
+            dataset = datasets.load_dataset(
+                builder, data_files=str(where), split="train", cache_dir=cache_dir, streaming=streaming, **options
+            )
         if not streaming:
             dataset.num_rows  # noqa: B018 - materialise now, so a bad file fails inside this try
     except Exception:  # noqa: BLE001 - Arrow's readers raise many types: read it again to name the line at fault
@@ -200,6 +230,36 @@ def open_source(source: str, split: str = "train", streaming: bool = False, cach
     )
     first = 2 if suffix == ".csv" else 1
     return Opened(source, dataset, file_fingerprint(where), first, lines)
+
+
+@contextmanager
+def _silent(name: str) -> Iterator[None]:
+    """The logger `name` (and its children) says nothing inside the block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_utf8(path: Path, chunk: int = 1 << 24) -> None:
+    """A text file must be UTF-8 throughout: checked in chunks (a fraction of a second per 100 MB); the first
+    bad byte is named with its line."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as handle:
+            while block := handle.read(chunk):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or type(err).__name__}") from None
+    except UnicodeDecodeError:
+        _read_text(path)  # reads it whole, to name the line and byte
+        raise
 
 
 def _builder_options(path: Path, suffix: str) -> dict[str, Any]:
@@ -236,7 +296,12 @@ def _load_row_by_row(path: Path, cache_dir: str, streaming: bool) -> Any:
     whose type changes between rows is named."""
     import datasets
 
+    from tunekit.data.formats import not_an_object
+
     rows = read_rows(str(path))  # raises DataError naming the line when the file itself is bad
+    for number, row in rows:
+        if not isinstance(row, dict):
+            raise DataError(f"{path}, row {number}: {not_an_object(row)}")
 
     def generate() -> Iterator[dict[str, Any]]:
         for _, row in read_rows(str(path)):

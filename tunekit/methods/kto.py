@@ -10,6 +10,8 @@ eval data are pairs, the reference-free `eval_preference_accuracy_*`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tunekit.train.builders import trainer_inputs
 from tunekit.train.fit import fit_trainer, preference_eval
 from tunekit.train.pipeline import Echo, Run
@@ -20,15 +22,15 @@ def train(run: Run, echo: Echo) -> Trained:
     recipe = run.recipe
     data, settings = run.data, recipe.kto
     paired = data.kind == "preference"
-    from trl import KTOConfig, KTOTrainer, unpair_preference_dataset
+    from trl import KTOConfig, KTOTrainer
 
     from tunekit.train.builders import trainer_rows
 
     rows = trainer_rows(data.train)
     held_out = trainer_rows(data.eval) if data.eval is not None else None
     if paired:  # chosen -> desirable, rejected -> undesirable
-        rows = unpair_preference_dataset(rows)
-        held_out = unpair_preference_dataset(held_out) if held_out is not None else None
+        rows = unpaired(rows)
+        held_out = unpaired(held_out) if held_out is not None else None
 
     from tunekit.train.builders import trainer_kwargs
 
@@ -47,3 +49,20 @@ def train(run: Run, echo: Echo) -> Trained:
         {"eval_reward_margin": "eval_rewards/margins"},
         extra_eval=preference_eval(trainer, run) if paired else None,
     )
+
+
+def unpaired(pairs: Any) -> Any:
+    """Preference pairs as KTO rows, each pair's two rows side by side: chosen (desirable), then rejected.
+    (trl's `unpair_preference_dataset` puts a thousand chosen rows before their rejected ones; KTOTrainer
+    builds its KL pairs by rotating completions within batches of the dataset's order, and the tiny KTO
+    recipe stopped learning on that order.)"""
+
+    def split(batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {"prompt": [], "completion": [], "label": []}
+        for prompt, chosen, rejected in zip(batch["prompt"], batch["chosen"], batch["rejected"]):
+            out["prompt"] += [prompt, prompt]
+            out["completion"] += [chosen, rejected]
+            out["label"] += [True, False]
+        return out
+
+    return pairs.map(split, batched=True, remove_columns=pairs.column_names)

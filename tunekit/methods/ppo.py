@@ -25,6 +25,7 @@ from typing import Any
 from tunekit.config import Recipe
 from tunekit.errors import UserError
 from tunekit.train.pipeline import Echo, Plan, Run
+from tunekit.train.rundir import where
 from tunekit.train.summary import Trained
 
 EVAL_PROMPTS = 64  # held-out prompts scored before and after training
@@ -79,7 +80,7 @@ def train(run: Run, echo: Echo) -> Trained:
         f"tunekit ppo: {recipe.model.name_or_path} [{recipe.adapter.type}] {total:,} parameters, "
         f"{trainable:,} trainable (value head included)\n"
         f"  prompts: {run.data.names} {len(prompts)} train, {len(eval_prompts)} eval; "
-        f"{_rollouts(recipe)} responses per step\n  {steps} steps -> {run.out}"
+        f"{_rollouts(recipe)} responses per step\n  {steps} steps -> {where(run.out, run.dest)}"
     )
     loop = PPOLoop(recipe, run.tokenizer, model, reference, value_head, reward, steps)
     before = {"eval_reward": loop.evaluate(eval_prompts)} if eval_prompts else {}

@@ -166,7 +166,6 @@ def check_head(ref: ModelRef, head: str, command: str | None = None) -> None:
 
 
 def _apply_adapter(model: Any, ref: ModelRef, section: ModelSection, adapter: AdapterSection | None) -> Any:
-    from peft import PeftModel
 
     assert ref.adapter is not None
     path = str(ref.adapter.folder)
@@ -180,26 +179,78 @@ def _apply_adapter(model: Any, ref: ModelRef, section: ModelSection, adapter: Ad
             raise UserError(
                 "adapter.existing: continue trains the adapter in model.name_or_path; set adapter.type to lora or qlora"
             )
-        return PeftModel.from_pretrained(model, path, is_trainable=True)
+        return load_adapter(model, path, is_trainable=True)
     if section.quantization != "none":
         raise UserError(
             f"{section.name_or_path} is an adapter: merging it into a {section.quantization} base would lose "
             "precision; merge it first (tunekit merge) or set adapter.existing: continue"
         )
-    merged = PeftModel.from_pretrained(model, path).merge_and_unload()
+    merged = load_adapter(model, path).merge_and_unload()
     merged.requires_grad_(True)  # peft froze the base while the adapter sat on it
     return merged
+
+
+def load_adapter(model: Any, folder: str, is_trainable: bool = False) -> Any:
+    """peft's PeftModel on `model`; a damaged adapter file is named."""
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    try:
+        return PeftModel.from_pretrained(model, folder, is_trainable=is_trainable)
+    except SafetensorError as err:
+        raise (damaged_weights(folder) or UserError(f"cannot load adapter {folder}: {err}")) from None
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def file_problem(file: Path) -> str | None:
+    """Cheap structural checks that catch a damaged or cut-short weight file without loading its tensors:
+    a safetensors header must list tensors that fill the file exactly."""
+    import json
+    import zipfile
+
+    try:
+        if file.suffix == ".safetensors":
+            with file.open("rb") as handle:
+                length = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(length))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if 8 + length + end != file.stat().st_size:
+                return "does not hold the tensors its header lists"
+        elif file.suffix in (".pt", ".pth", ".bin") and zipfile.is_zipfile(file):
+            with zipfile.ZipFile(file) as archive:
+                archive.namelist()
+        elif file.suffix == ".json":
+            json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as err:
+        return f"is damaged ({type(err).__name__})"
+    return None
+
+
+def damaged_weights(folder: str | Path) -> UserError | None:
+    """A UserError naming the weight files in `folder` that are cut short or damaged, or None."""
+    folder = Path(folder)
+    found = [(f, file_problem(f)) for f in sorted(folder.glob("*.safetensors"))] if folder.is_dir() else []
+    bad = [f"{f.name} {problem}" for f, problem in found if problem]
+    if not bad:
+        return None
+    return UserError(
+        f"{folder}: {'; '.join(bad)}: the file is cut short or damaged (an interrupted copy or download?); "
+        "copy or download it again"
+    )
+
+
 def from_pretrained_or_explain(cls: Any, path: str, section: ModelSection, **kwargs: Any) -> Any:
+    from safetensors import SafetensorError
+
     try:
         return cls.from_pretrained(
             path, revision=section.revision, trust_remote_code=section.trust_remote_code, **kwargs
         )
+    except SafetensorError as err:
+        raise (damaged_weights(path) or UserError(f"cannot load {section.name_or_path}: {err}")) from None
     except OSError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         if Path(path).exists():

@@ -168,34 +168,16 @@ def _corpus() -> list[str]:
 
 
 def build_tiny_model(output: Path, arch: str, seed: int = 0, replace: bool = True) -> Path:
-    """Write model + tokenizer to `output` via a temporary folder renamed into place (atomic).
+    """Write model + tokenizer to `output` via a temporary folder renamed into place (atomic): the cache's
+    builds (`tunekit tiny-model` goes through tunekit.folders instead).
 
     With `replace=False` a folder that appears meanwhile (a concurrent build) is kept.
     """
-    import torch
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForMaskedLM,
-        AutoModelForSeq2SeqLM,
-        PreTrainedTokenizerFast,
-    )
-
-    spec = tiny_config(arch)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    config = AutoConfig.for_model(**{k: v for k, v in spec.items() if k != "architectures"})
-    auto = {"bert": AutoModelForMaskedLM, "t5": AutoModelForSeq2SeqLM}.get(arch, AutoModelForCausalLM)
-    torch.manual_seed(seed)
-    model = auto.from_config(config)
-    parts = build_tokenizer(arch)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=parts.tokenizer, **parts.special)
-    if parts.chat_template:
-        tokenizer.chat_template = parts.chat_template
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        write_tiny_model(staging, arch, seed)
         if output.exists() and replace:
             shutil.rmtree(output)
         try:
@@ -208,6 +190,30 @@ def build_tiny_model(output: Path, arch: str, seed: int = 0, replace: bool = Tru
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def write_tiny_model(folder: Path, arch: str, seed: int = 0) -> None:
+    """Save the tiny `arch` model (weights from `seed`) and its tokenizer into `folder`."""
+    import torch
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSeq2SeqLM,
+        PreTrainedTokenizerFast,
+    )
+
+    spec = tiny_config(arch)
+    config = AutoConfig.for_model(**{k: v for k, v in spec.items() if k != "architectures"})
+    auto = {"bert": AutoModelForMaskedLM, "t5": AutoModelForSeq2SeqLM}.get(arch, AutoModelForCausalLM)
+    torch.manual_seed(seed)
+    model = auto.from_config(config)
+    parts = build_tokenizer(arch)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=parts.tokenizer, **parts.special)
+    if parts.chat_template:
+        tokenizer.chat_template = parts.chat_template
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def ensure_tiny(name: str) -> Path:

@@ -10,6 +10,7 @@ and the per-token log-probs in tunekit.rl.rollout; tunekit.methods.ppo builds th
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -76,6 +77,7 @@ class PPOLoop:
     def train(self, batches: Iterator[list[Any]], out: Any, echo: Callable[[str], None]) -> list[dict[str, float]]:
         from tqdm.auto import tqdm
 
+        from tunekit.train.callbacks import weights_finite
         from tunekit.train.rundir import append_metrics
 
         history = []
@@ -86,6 +88,10 @@ class PPOLoop:
             self.kl.update(stats["kl"], len(rollout.batch.prompts))
             self.scheduler.step()
             stats.update(step=step, kl_coef=self.kl.value, learning_rate=self.scheduler.get_last_lr()[0])
+            if not math.isfinite(stats["loss"]) or not weights_finite(self.params):
+                bar.close()
+                append_metrics(out, stats)
+                raise _diverged(step, stats, history)
             history.append(stats)
             bar.update(1)
             if step % self.recipe.training.logging_steps == 0 or step == self.steps:
@@ -199,6 +205,20 @@ class Rollout:
     ) -> None:
         self.batch, self.logprobs, self.values = batch, logprobs, values
         self.advantages, self.returns, self.scores, self.stats = advantages, returns, scores, stats
+
+
+def _diverged(step: int, stats: dict[str, float], history: list[dict[str, float]]) -> Exception:
+    """The same stop as transformers-based runs (tunekit.train.callbacks.StopOnNonFinite): no final/ saved."""
+    from tunekit.train.callbacks import NonFiniteLoss
+
+    loss = stats["loss"]
+    what = f"the loss is {loss}" if not math.isfinite(loss) else "its update made the weights NaN or infinite"
+    finite = [*history, stats] if math.isfinite(loss) else history
+    last = f"last finite loss {finite[-1]['loss']:.4g} at step {finite[-1]['step']:.0f}" if finite else "no finite loss"
+    return NonFiniteLoss(
+        f"training stopped at step {step}: {what} ({last}); no final/ was written (tunekit ppo saves no "
+        "checkpoints); lower training.learning_rate, or check the reward source"
+    )
 
 
 def _write_samples(out: Any, step: int, rollout: Rollout) -> None:

@@ -98,6 +98,9 @@ def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval
         "optim": OPTIMIZERS[t.optimizer],
         "activation_checkpointing": t.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         "logging_steps": t.logging_steps,
+        # A NaN/inf step loss is logged as it is (transformers would log the mean of the others instead), so
+        # StopOnNonFinite sees it.
+        "logging_nan_inf_filter": False,
         "eval_strategy": "steps" if has_eval and t.eval_steps else "no",
         "eval_steps": t.eval_steps,
         "save_strategy": "steps" if t.save_steps else "no",

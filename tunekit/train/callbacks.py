@@ -1,5 +1,6 @@
 """Callbacks every transformers-based run gets: metrics.jsonl, a progress line, the first evaluation,
-checkpoints that survive a crash, a stop on SIGINT/SIGTERM, and the DDP check.
+checkpoints that survive a crash, a stop on SIGINT/SIGTERM, a stop at the first non-finite loss, and the
+DDP check.
 
     >>> from tunekit.train.callbacks import figures_line
     >>> figures_line({"eval_loss": 1.5, "eval_reward_accuracy": 0.75})
@@ -8,6 +9,7 @@ checkpoints that survive a crash, a stop on SIGINT/SIGTERM, and the DDP check.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +35,7 @@ def callbacks(recipe: Recipe, out: Path) -> list[TrainerCallback]:
         ProgressReporter(),
         CheckpointWriter(recipe, out),
         StopOnSignal(),
+        StopOnNonFinite(),  # after StopOnSignal: a step that went non-finite is never saved
         ProcessSeed(recipe.training.seed),
     ]
     # Rank 0 only: a SummaryWriter opens its event file when made, so each rank would add one.
@@ -169,3 +172,77 @@ class RequireDDP(TrainerCallback):
             f"{version('transformers')} and accelerate {version('accelerate')}, so each of the {args.world_size} "
             "processes would train its own copy; run in one process, and please report it"
         )
+
+
+class NonFiniteLoss(Exception):
+    """Training reached a NaN or infinite loss (or weights) and stopped; the command exits 1."""
+
+
+class StopOnNonFinite(TrainerCallback):
+    """Stop at the first step whose trainable weights, or whose logged loss, are not finite; that step is
+    neither saved nor evaluated, so every checkpoint holds finite weights and no final/ is written.
+
+    The weights are checked after every optimizer step (one reduction per weight, one sync per step): a
+    NaN or infinite loss makes its gradients, and so the weights, non-finite at that very step. The logged
+    loss (transformers' nan/inf filter off, see builders.trainer_kwargs) catches what the weights cannot
+    show: fp16's loss scaler skips the steps whose gradients overflowed, so there a NaN loss leaves the
+    weights as they were. Several processes agree on the stop (one tiny all-reduce per step).
+    """
+
+    def __init__(self) -> None:
+        self.last_finite: tuple[int, float] | None = None  # (step, loss) of the last finite logged loss
+        self.found: tuple[int, str] | None = None  # (step, what was not finite)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        loss = (logs or {}).get("loss")
+        if not isinstance(loss, (int, float)):
+            return
+        if math.isfinite(loss):
+            self.last_finite = (state.global_step, float(loss))
+        elif self.found is None:
+            self.found = (state.global_step, f"the loss is {loss}")
+        self._stop(control)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        trainable = [p for p in model.parameters() if p.requires_grad] if model is not None else []
+        if self.found is None and not weights_finite(trainable, args.world_size):
+            self.found = (state.global_step, "its update made the weights NaN or infinite")
+        self._stop(control)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._stop(control)
+
+    def _stop(self, control: Any) -> None:
+        if self.found is not None:
+            control.should_training_stop = True
+            control.should_save = control.should_evaluate = False
+
+    def error(self, checkpoint: Path | None) -> NonFiniteLoss:
+        """What the run says when it stopped: the step, the last finite loss, what is kept."""
+        assert self.found is not None
+        step, what = self.found
+        last = (
+            f"last finite loss {self.last_finite[1]:.4g} at step {self.last_finite[0]}"
+            if self.last_finite
+            else "no finite loss was logged before it"
+        )
+        kept = f"the last good checkpoint, {checkpoint.name}, is kept" if checkpoint else "no checkpoint was saved"
+        return NonFiniteLoss(
+            f"training stopped at step {step}: {what} ({last}); no final/ was written and {kept}; "
+            "lower training.learning_rate, or check the data and model.dtype"
+        )
+
+
+def weights_finite(params: list[Any], world_size: int = 1) -> bool:
+    """No NaN or inf in `params`: one float32 sum per tensor (a NaN or inf carries into it), one sync."""
+    import torch
+
+    sums = [p.detach().sum(dtype=torch.float32) for p in params]
+    if not sums:
+        return True
+    finite = torch.isfinite(torch.stack(sums)).all().to(torch.int32)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())

@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -36,9 +35,11 @@ from transformers import TrainerCallback
 
 from tunekit.config import Recipe
 from tunekit.errors import UserError
+from tunekit.folders import CHECKPOINT_MANIFEST
+from tunekit.models.loading import file_problem
 from tunekit.train.rundir import write_atomically
 
-MANIFEST = "tunekit-checkpoint.json"
+MANIFEST = CHECKPOINT_MANIFEST
 STAGING = ".partial"
 NAME = re.compile(r"^checkpoint-(\d+)$")
 # Recipe keys that cannot change what the next optimizer step computes: where the run folder is, how
@@ -150,7 +151,7 @@ def problem(path: Path) -> str | None:
             return f"{name} is missing"
         if file.stat().st_size != size:
             return f"{name} has {file.stat().st_size} bytes, {size} were written"
-        reason = _unreadable(file)
+        reason = file_problem(file)
         if reason:
             return f"{name} {reason}"
     try:
@@ -159,26 +160,6 @@ def problem(path: Path) -> str | None:
         return f"trainer_state.json is unreadable ({err})"
     if state.get("global_step") != manifest["step"]:
         return f"trainer_state.json is at step {state.get('global_step')}"
-    return None
-
-
-def _unreadable(file: Path) -> str | None:
-    """Cheap structural checks that catch a damaged file without loading its tensors."""
-    try:
-        if file.suffix == ".safetensors":
-            with file.open("rb") as handle:
-                length = int.from_bytes(handle.read(8), "little")
-                header = json.loads(handle.read(length))
-            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-            if 8 + length + end != file.stat().st_size:
-                return "does not hold the tensors its header lists"
-        elif file.suffix in (".pt", ".pth", ".bin") and zipfile.is_zipfile(file):
-            with zipfile.ZipFile(file) as archive:
-                archive.namelist()
-        elif file.suffix == ".json":
-            json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
-        return f"is damaged ({type(err).__name__})"
     return None
 
 
@@ -331,10 +312,17 @@ class Stopped(Exception):
     """Training stopped on SIGINT / SIGTERM after saving a checkpoint; exit with 128 + the signal."""
 
     def __init__(self, signum: int, checkpoint: Path | None) -> None:
-        name = signal.Signals(signum).name
-        saved = f"saved {checkpoint}; resume with --resume" if checkpoint else "no checkpoint was saved"
-        super().__init__(f"stopped by {name}: {saved}")
+        self.signal, self.checkpoint = signal.Signals(signum).name, checkpoint
+        super().__init__(self.describe())
         self.code = 128 + signum
+
+    def describe(self, in_place: bool = True) -> str:
+        """In place, how to resume; a run written beside the one it replaces is named by tunekit.folders."""
+        if self.checkpoint is None:
+            return f"stopped by {self.signal}: no checkpoint was saved"
+        if not in_place:
+            return f"stopped by {self.signal}: saved {self.checkpoint.name}"
+        return f"stopped by {self.signal}: saved {self.checkpoint}; resume with --resume"
 
 
 class StopOnSignal(TrainerCallback):

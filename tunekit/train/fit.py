@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunekit.config import Recipe
@@ -38,11 +37,12 @@ def fit_trainer(
     its "before" figures from the checkpoint instead of evaluating the checkpoint."""
     from tunekit.train.builders import count_parameters
     from tunekit.train.callbacks import FirstEvaluation, RequireDDP, figures_line, replace_printers
+    from tunekit.train.rundir import where
 
     recipe, data, out = run.recipe, run.data, run.out
     replace_printers(trainer)
     total, trainable = count_parameters(trainer.model)
-    echo(plan_line(recipe, data, total, trainable, trainer.args.max_steps, out))
+    echo(plan_line(recipe, data, total, trainable, trainer.args.max_steps, where(out, run.dest)))
     if trainer.args.world_size > 1 and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         trainer.add_callback(RequireDDP(trainer))
     earlier = run.resume.before if run.resume is not None else {}
@@ -80,7 +80,9 @@ def fit_trainer(
 
 
 def _train(trainer: Any, run: Run, echo: Echo) -> Any:
-    """trainer.train(), from the checkpoint --resume found; a SIGINT/SIGTERM stop raises Stopped."""
+    """trainer.train(), from the checkpoint --resume found; a SIGINT/SIGTERM stop raises Stopped, a
+    non-finite loss NonFiniteLoss."""
+    from tunekit.train.callbacks import StopOnNonFinite
     from tunekit.train.checkpoints import CheckpointWriter, StopOnSignal, Stopped, describe
 
     resume = run.resume
@@ -99,7 +101,9 @@ def _train(trainer: Any, run: Run, echo: Echo) -> Any:
                 )
     result = trainer.train(resume_from_checkpoint=str(resume.path) if resume and resume.path else None)
     found = {type(cb): cb for cb in trainer.callback_handler.callbacks}
-    stop, writer = found.get(StopOnSignal), found.get(CheckpointWriter)
+    stop, writer, diverged = found.get(StopOnSignal), found.get(CheckpointWriter), found.get(StopOnNonFinite)
+    if diverged is not None and diverged.found is not None:
+        raise diverged.error(writer.saved if writer else None)
     if stop is not None and stop.signum and trainer.state.global_step < trainer.state.max_steps:
         raise Stopped(stop.signum, writer.saved if writer else None)
     return result
@@ -138,7 +142,7 @@ def _evaluate(trainer: Any, figures: dict[str, str], extra_eval: ExtraEval | Non
     return found
 
 
-def plan_line(recipe: Recipe, data: Data, total: int, trainable: int, steps: int, out: Path) -> str:
+def plan_line(recipe: Recipe, data: Data, total: int, trainable: int, steps: int, out: str) -> str:
     share = 100 * trainable / max(total, 1)
     eval_part = f", {data.eval_rows} eval ({data.eval_source})" if data.eval is not None else ", no eval"
     train = "streamed" if data.streaming else f"{data.train_rows}"

@@ -9,6 +9,8 @@
     python -m accelerate.commands.launch --config_file C [--num_processes N] -m tunekit ARGS
 
 where ARGS is the command line without those two flags, so a launched process never launches again.
+The relaunching command holds the run folder's lock (tunekit.folders) until the launch ends, and tells
+the processes it starts its pid, so their rank 0 writes the folder under that lock instead of waiting.
 `build_command` and `launch_env` are pure and `relaunch` takes the launcher as an argument, so tests
 check the command without starting anything. Inside a launch (torchrun and accelerate set WORLD_SIZE /
 LOCAL_RANK / RANK in every process) only rank 0 writes the run folder and prints.
@@ -68,16 +70,19 @@ def config_describes(path: Path) -> str:
     return ""
 
 
-def inside_launch(env: Mapping[str, str] = os.environ) -> bool:
+def inside_launch(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env  # read now: a test or a launcher may set it later
     return any(name in env for name in LAUNCH_ENV)
 
 
-def world_size(env: Mapping[str, str] = os.environ) -> int:
+def world_size(env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env  # read now: a test or a launcher may set it later
     return int(env.get("WORLD_SIZE", "1"))
 
 
-def is_main_process(env: Mapping[str, str] = os.environ) -> bool:
+def is_main_process(env: Mapping[str, str] | None = None) -> bool:
     """Global rank 0 (RANK), or not launched at all."""
+    env = os.environ if env is None else env  # read now: a test or a launcher may set it later
     return int(env.get("RANK", "0")) == 0
 
 
@@ -180,17 +185,22 @@ def relaunch(
     os.close(handle)
     exit_file = Path(name)
     try:
-        code = (launcher or run_launcher)(command, launch_env(os.environ, exit_file))
+        code = (launcher or run_launcher)(command, launch_env(os.environ, exit_file, lock_holder=os.getpid()))
         return chosen_exit_code(code, read_exit_file(exit_file))
     finally:
         exit_file.unlink(missing_ok=True)
 
 
-def launch_env(base: Mapping[str, str], exit_file: Path) -> dict[str, str]:
-    """The environment `accelerate launch` runs in: `base`, the exit file, and a shutdown timeout long
-    enough for a checkpoint save (unless the user set their own)."""
+def launch_env(base: Mapping[str, str], exit_file: Path, lock_holder: int | None = None) -> dict[str, str]:
+    """The environment `accelerate launch` runs in: `base`, the exit file, a shutdown timeout long
+    enough for a checkpoint save (unless the user set their own), and the pid of this process, which
+    holds the run folder's lock for the processes it starts (tunekit.folders)."""
+    from tunekit.folders import LOCK_ENV
+
     env = dict(base)
     env[EXIT_FILE_ENV] = str(exit_file)
+    if lock_holder is not None:
+        env[LOCK_ENV] = str(lock_holder)
     env.setdefault(SHUTDOWN_TIMEOUT_ENV, str(SHUTDOWN_TIMEOUT_S))
     return env
 
@@ -214,8 +224,9 @@ def read_exit_file(path: Path) -> int | None:
     return int(text) if text.lstrip("-").isdigit() else None  # empty: rank 0 never got to its boundary
 
 
-def record_exit(code: object, env: Mapping[str, str] = os.environ) -> None:
+def record_exit(code: object, env: Mapping[str, str] | None = None) -> None:
     """In rank 0 of a tunekit relaunch, write the exit code where the relaunching command reads it."""
+    env = os.environ if env is None else env  # read now: a test or a launcher may set it later
     path = env.get(EXIT_FILE_ENV)
     if not path or not inside_launch(env) or not is_main_process(env):
         return

@@ -31,11 +31,14 @@ from typing import Any
 from tunekit.data.chat import Messages, render_prompt
 from tunekit.data.formats import FORMATS, check_rows, normalised_kind, resolve_format
 from tunekit.data.sources import read_rows
-from tunekit.errors import UserError
+from tunekit.errors import DataError, UserError
 from tunekit.use.generate import Decoding, cache_keeps_prefix, generate
 
 DEMO_SEPARATOR = "\n\n"  # between text demonstrations, and between the last one and the prompt
 MAX_NEW_TOKENS_MARGIN = 16  # default max_new_tokens: the longest reference completion plus this
+
+
+EVAL_KINDS = ("text", "prompt_completion", "messages")  # what eval takes loss on and generates from
 
 
 @dataclass
@@ -54,6 +57,11 @@ def load_eval_data(data: str, fmt: str = "auto", shots: int = 0, shots_from: str
         raise UserError(f"--format {fmt!r}: choose auto or one of {', '.join(FORMATS)}")
     raw = read_rows(data)
     fmt = resolve_format(fmt, raw[0][1], data)
+    if normalised_kind(fmt) not in EVAL_KINDS:
+        raise DataError(
+            f"{data}: format {fmt}; tunekit eval scores text, prompt/completion or chat rows (alpaca and sharegpt "
+            "too); for preference pairs and completions use tunekit score with a reward model"
+        )
     rows, kind = check_rows(raw, fmt, data), normalised_kind(fmt)
     if shots and kind == "text":
         raise UserError(f"--shots needs prompt/completion or chat data; {data} holds plain text (format text)")

@@ -23,7 +23,13 @@ import torch
 
 from tunekit.config.schema import ModelSection
 from tunekit.errors import UserError
-from tunekit.models.loading import default_device, from_pretrained_or_explain, load_kwargs, load_tokenizer
+from tunekit.models.loading import (
+    default_device,
+    from_pretrained_or_explain,
+    load_adapter,
+    load_kwargs,
+    load_tokenizer,
+)
 from tunekit.models.refs import ModelRef, resolve
 
 # Heads that score or fill in text rather than continue it: nothing to generate with.
@@ -153,11 +159,9 @@ def _load(cls: Any, ref: ModelRef, section: ModelSection, **kwargs: Any) -> Any:
 
 def attach_adapter(model: Any, ref: ModelRef) -> Any:
     """The peft model of `ref.adapter` on `model`; a shape mismatch means the adapter is for another base."""
-    from peft import PeftModel
-
     assert ref.adapter is not None
     try:
-        return PeftModel.from_pretrained(model, str(ref.adapter.folder), is_trainable=False)
+        return load_adapter(model, str(ref.adapter.folder))
     except (RuntimeError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"adapter {ref.adapter.folder} does not fit base {ref.base.name}: {first}") from None

@@ -19,8 +19,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ import torch
 
 from tunekit.config.schema import ModelSection
 from tunekit.errors import UserError
+from tunekit.folders import MERGE_CHECK, MERGED, claim, writing
 from tunekit.models.loading import from_pretrained_or_explain
 from tunekit.models.refs import ModelRef
 from tunekit.use.load import attach_adapter, load_base, load_tokenizer_for, resolve_reference, trained_section
@@ -44,7 +43,7 @@ PROBES = (
 # the arithmetic, which moves logits by rounding error, more in 16-bit than in fp32.
 RELATIVE_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-CHECK_FILE = "merge_check.json"
+CHECK_FILE = MERGE_CHECK  # also what tells tunekit.folders a folder holds a merged model
 
 
 class MergeCheckFailed(Exception):
@@ -111,19 +110,31 @@ def merge(
     tolerance: float | None = None,
     overwrite: bool = False,
     report: Callable[[str], None] = print,
+    overwrite_any: bool = False,
 ) -> MergeCheck:
-    """Merge `adapter` into its base, save to `output`, reload and check; nothing is written if the check fails."""
-    output = Path(output).expanduser()
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
-        raise UserError(f"{output} already exists and is not empty; pass --overwrite to replace it")
+    """Merge `adapter` into its base, save to `output`, reload and check; nothing is written if the check fails.
+
+    `output` follows tunekit.folders' rules: never the adapter's folder or its base's (nor a folder holding
+    them, such as the adapter's run folder), replaced only with `overwrite` and only when it holds a
+    merged model (unless `overwrite_any`); the merge is written beside it and swapped in once checked.
+    """
     ref = _adapter_ref(adapter, base)
-    if output.resolve() in (Path(ref.base.path).resolve(), ref.adapter.folder):
-        raise UserError(f"{output} is the adapter or its base; write the merged model to a new folder")
-    dtype = _merge_dtype(ref, dtype, report)
-    model, tokenizer, probe = _probe(ref, dtype)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.merging-", dir=output.parent))
-    try:
+    assert ref.adapter is not None
+    protected = [("the adapter", ref.adapter.folder)]
+    if ref.base.kind != "hub":
+        protected.append(("the adapter's base model", Path(ref.base.path)))
+    folder = claim(
+        str(output),
+        "OUTPUT",
+        MERGED,
+        overwrite=overwrite,
+        overwrite_any=overwrite_any,
+        always_staged=True,
+        protected=protected,
+    )
+    with writing(folder) as staging:
+        dtype = _merge_dtype(ref, dtype, report)
+        model, tokenizer, probe = _probe(ref, dtype)
         try:
             merged = model.merge_and_unload(safe_merge=True)  # safe_merge refuses weights that turn NaN
         except ValueError as err:
@@ -139,13 +150,6 @@ def merge(
             json.dumps({"adapter": str(ref.adapter.folder), "base": ref.base.path, **asdict(check)}, indent=2) + "\n",
             encoding="utf-8",
         )
-        if output.is_dir():
-            shutil.rmtree(output)
-        elif output.exists():
-            output.unlink()
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return check
 
 
