@@ -24,6 +24,7 @@ from peft import (
 )
 
 from tunekit.config.schema import AdapterSection, Recipe
+from tunekit.models.loading import new_token_ids
 from tunekit.train.preflight import is_peft
 
 if TYPE_CHECKING:
@@ -38,14 +39,32 @@ OPTIMIZERS = {
 }
 
 
+# adapter.init -> peft's init_lora_weights. PiSSA takes the exact SVD: the randomised one would differ
+# between the start of a run and its --resume, and the base keeps what the adapter took from it.
+LORA_INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora", "loftq": "loftq"}
+CONVERTED_INITS = ("pissa", "olora")  # the base keeps a residual: final/ is converted to a plain LoRA
+INITIAL_ADAPTER = "adapter_init"  # run-folder subfolder: the adapter as initialised, for that conversion
+
+
 def peft_config(
-    adapter: AdapterSection, model: Any = None, task_type: str = "CAUSAL_LM", tokenizer_path: str | None = None
+    adapter: AdapterSection,
+    model: Any = None,
+    task_type: str = "CAUSAL_LM",
+    tokenizer_path: str | None = None,
+    new_tokens: list[int] | None = None,
 ) -> PeftConfig | None:
     """A new adapter for the recipe (LoRA or a soft prompt); None for full fine-tuning or when `model`
-    already carries the adapter to train. `tokenizer_path` tokenises a prompt_tuning init text."""
+    already carries the adapter to train. `tokenizer_path` tokenises a prompt_tuning init text;
+    `new_tokens` (ids of `model.add_tokens`) train as peft's trainable tokens next to LoRA."""
     if adapter.type == "none" or is_peft(model):
         return None
     if adapter.type in ("lora", "qlora"):
+        from peft import LoftQConfig
+
+        saved = list(adapter.modules_to_save)
+        # peft's SEQ_CLS trains a new head named `classifier` or `score`; T5 and BART name theirs so
+        if task_type == "SEQ_CLS" and hasattr(model, "classification_head"):
+            saved.append("classification_head")
         return LoraConfig(
             r=adapter.r,
             lora_alpha=adapter.alpha,
@@ -53,10 +72,12 @@ def peft_config(
             target_modules=adapter.target_modules,
             bias=adapter.bias,
             task_type=task_type,
-            # peft's SEQ_CLS trains a new head named `classifier` or `score`; T5 and BART name theirs so
-            modules_to_save=["classification_head"]
-            if task_type == "SEQ_CLS" and hasattr(model, "classification_head")
-            else None,
+            modules_to_save=saved or None,
+            use_dora=adapter.use_dora,
+            use_rslora=adapter.use_rslora,
+            init_lora_weights=LORA_INIT[adapter.init],
+            loftq_config=LoftQConfig(loftq_bits=4) if adapter.init == "loftq" else {},
+            trainable_token_indices=_token_rows(model, new_tokens) if new_tokens else None,
         )
     common: dict[str, Any] = {"task_type": task_type, "num_virtual_tokens": adapter.num_virtual_tokens}
     if adapter.type == "prompt_tuning":
@@ -77,6 +98,17 @@ def peft_config(
         encoder_hidden_size=adapter.encoder_hidden_size,
         encoder_reparameterization_type=adapter.encoder_type.upper(),
     )
+
+
+def _token_rows(model: Any, ids: list[int]) -> dict[str, list[int]]:
+    """peft's trainable_token_indices for new tokens: their rows of the input embedding, and of the output
+    embedding when it is a matrix of its own (a tied one follows the input rows by itself, in peft)."""
+    names = {id(module): name for name, module in model.named_modules()}
+    rows = {names[id(model.get_input_embeddings())]: list(ids)}
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not model.get_input_embeddings().weight:
+        rows[names[id(output)]] = list(ids)
+    return rows
 
 
 def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval: bool) -> dict[str, Any]:
@@ -105,7 +137,7 @@ def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval
         "save_total_limit": None,  # tunekit.train.checkpoints rotates the complete ones; the Trainer sees one at a time
         "seed": t.seed,
         "data_seed": t.seed,
-        "report_to": "none",  # TensorBoard goes through `callbacks()`, into the run folder
+        "report_to": "none",  # every tracker goes through tunekit.train.trackers.RunLog, with the same figures
         "bf16": model_dtype == torch.bfloat16,
         "fp16": recipe.model.dtype == "fp16",
         "use_cpu": not torch.cuda.is_available(),  # bf16 autocast on a CPU needs it said
@@ -114,6 +146,8 @@ def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval
         # the graph for weights without a gradient (transformers' default does, and warns on every rank).
         "ddp_find_unused_parameters": False,
         "dataloader_num_workers": 0,
+        "neftune_noise_alpha": t.neftune_noise_alpha,
+        "torch_compile": t.torch_compile,
     }
 
 
@@ -151,19 +185,72 @@ def trainer_inputs(
 
     train = run.data.train if train is None else train
     evaluation = run.data.eval if evaluation is None else evaluation
-    adapter = peft_config(run.recipe.adapter, run.model, task_type, tokenizer_path=run.ref.tokenizer_path)
+    recipe = run.recipe
+    adapter = peft_config(
+        recipe.adapter,
+        run.model,
+        task_type,
+        run.ref.tokenizer_path,
+        new_token_ids(run.tokenizer, recipe.model.add_tokens),
+    )
     inputs: dict[str, Any] = {
         "model": run.model,
         "train_dataset": Dataset.from_list(train),
         "eval_dataset": Dataset.from_list(evaluation) if evaluation else None,
         "processing_class": run.tokenizer,
         "peft_config": adapter,
-        "callbacks": callbacks(run.recipe, run.out),
+        "callbacks": callbacks(recipe, run.out, run.log),
     }
-    if wrap_peft:
+    # LoRA+ builds its optimizer over the adapter's parameters, and PiSSA / OLoRA save the adapter as it
+    # starts: both need the model wrapped before the trainer is made.
+    if wrap_peft or (
+        adapter is not None and (recipe.adapter.loraplus_lr_ratio or recipe.adapter.init in CONVERTED_INITS)
+    ):
         del inputs["peft_config"]
         if adapter is not None:
-            from peft import get_peft_model
-
-            inputs["model"] = get_peft_model(run.model, adapter)
+            inputs["model"] = wrap(run, adapter)
+        if recipe.adapter.loraplus_lr_ratio and is_peft(inputs["model"]):
+            inputs["optimizers"] = (loraplus_optimizer(run, inputs["model"]), None)
     return inputs
+
+
+def wrap(run: Run, adapter: PeftConfig) -> Any:
+    """The model in its new adapter (peft's get_peft_model); PiSSA / OLoRA keep the adapter as initialised
+    in the run folder, to convert final/ to a plain LoRA on the original base (`save_adapter`)."""
+    from peft import get_peft_model
+
+    from tunekit.train.launch import is_main_process
+
+    model = get_peft_model(run.model, adapter)
+    if run.recipe.adapter.init in CONVERTED_INITS and is_main_process():
+        model.save_pretrained(str(run.out / INITIAL_ADAPTER))
+    return model
+
+
+def save_adapter(model: Any, run: Run) -> None:
+    """PiSSA / OLoRA: rewrite final/ as peft converts it, a plain LoRA of rank 2r that applies to the original
+    base (peft's path_initial_model_for_weight_conversion), so plain peft loads it on the base it names."""
+    from tunekit.train.launch import is_main_process
+
+    if run.recipe.adapter.init in CONVERTED_INITS and is_peft(model) and is_main_process():
+        initial = run.out / INITIAL_ADAPTER
+        model.save_pretrained(str(run.out / "final"), path_initial_model_for_weight_conversion=str(initial))
+
+
+def loraplus_optimizer(run: Run, model: Any) -> Any:
+    """LoRA+ (peft's create_loraplus_optimizer): the recipe's optimizer, B matrices at `loraplus_lr_ratio`
+    times the learning rate. The optimizer class and its keywords are the Trainer's own for `training.optimizer`."""
+    from peft.optimizers import create_loraplus_optimizer
+    from transformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(**trainer_kwargs(run.recipe, run.out, run.dtype, has_eval=False))
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    kwargs = dict(kwargs)
+    return create_loraplus_optimizer(
+        model,
+        optimizer_cls,
+        lr=kwargs.pop("lr"),
+        loraplus_lr_ratio=run.recipe.adapter.loraplus_lr_ratio,
+        loraplus_weight_decay=run.recipe.training.weight_decay,
+        **kwargs,
+    )

@@ -29,6 +29,7 @@ from tunekit.errors import UserError
 from tunekit.models.refs import ModelRef, resolve
 from tunekit.train.rundir import RunOptions, check_run_dir, prepare_run_dir
 from tunekit.train.summary import Trained, build_summary, print_result, write_summary
+from tunekit.train.trackers import RunLog, check_installed
 
 Echo = Callable[[str], None]
 
@@ -56,6 +57,7 @@ class Run:
     model: Any
     out: Path
     dtype: Any  # torch.dtype the run computes in
+    log: RunLog  # metrics.jsonl, samples.jsonl and the trackers: every figure goes through it
 
     # The plan's parts, read by every method.
     @property
@@ -95,19 +97,22 @@ def preflight(recipe: Recipe, options: RunOptions) -> Plan:
     Only the tokenizer loads here (it takes moments, and the data checks need it). In processes started
     by a launcher every rank checks, and only rank 0 looks at the run folder.
     """
-    from tunekit.models.loading import load_tokenizer
+    from tunekit.models.loading import add_tokens, load_tokenizer
     from tunekit.train import launch
     from tunekit.train.checkpoints import find_resume
-    from tunekit.train.preflight import check_environment, check_reward_source
+    from tunekit.train.preflight import check_environment, check_peft_options, check_reward_source
+    from tunekit.train.samples import sample_prompts
 
     if launch.is_main_process():
         check_run_dir(recipe, options.overwrite, options.resume)
+    check_installed(recipe.training.report_to)
     ref = resolve(recipe.model.name_or_path, recipe.model.revision, build=True, download=True)
     method = module_for(recipe, ref)
     data = load_data(recipe.data, recipe.training.seed, recipe.method, _label_order(recipe))
     check_environment(recipe)
     check_reward_source(recipe)
-    tokenizer = load_tokenizer(ref.tokenizer_path, recipe.model)
+    check_peft_options(recipe, ref, options)
+    tokenizer = add_tokens(load_tokenizer(ref.tokenizer_path, recipe.model), recipe.model.add_tokens)
     if data.conversational and not tokenizer.chat_template:
         raise UserError(
             f"{recipe.model.name_or_path} has no chat template, and {recipe.data.train} holds chat messages "
@@ -118,6 +123,7 @@ def preflight(recipe: Recipe, options: RunOptions) -> Plan:
     plan = Plan(recipe, options, ref, data, tokenizer, method, getattr(method, "HEAD", "causal-lm"), resume)
     if hasattr(method, "head"):
         plan.head = method.head(plan)
+    sample_prompts(plan)  # sample settings the model can take
     if hasattr(method, "check"):
         plan.prepared = method.check(plan)
     return plan
@@ -134,7 +140,7 @@ def load(plan: Plan) -> Run:
     it, then write the run folder (rank 0; the other ranks wait for it)."""
     from transformers import set_seed
 
-    from tunekit.models.loading import load_model, resolve_dtype
+    from tunekit.models.loading import grow_embeddings, load_model, resolve_dtype
     from tunekit.train import launch
     from tunekit.train.checkpoints import clear_staging, trim_metrics
     from tunekit.train.preflight import check_adapter
@@ -154,6 +160,8 @@ def load(plan: Plan) -> Run:
         command=recipe.method,
         pad_token_id=plan.tokenizer.pad_token_id,
     )
+    if recipe.model.add_tokens:
+        model = grow_embeddings(model, plan.tokenizer)
     check_adapter(recipe.adapter, model)
     out = Path(recipe.output_dir).expanduser()
     if launch.is_main_process():
@@ -162,12 +170,17 @@ def load(plan: Plan) -> Run:
         if plan.resume is not None:
             trim_metrics(out, plan.resume.step)  # the resumed run logs these steps again
     launch.wait_for_everyone()
-    return Run(plan, model, out, resolve_dtype(recipe.model.dtype))
+    return Run(plan, model, out, resolve_dtype(recipe.model.dtype), RunLog.open(recipe, out))
 
 
 def train(run: Run, echo: Echo) -> Trained:
-    """The method's own part: its trainer, trained and evaluated before and after, `final/` saved."""
-    return run.plan.method.train(run, echo)
+    """The method's own part: its trainer, trained and evaluated before and after, `final/` saved.
+    A run that fails or is stopped closes its trackers as failed."""
+    try:
+        return run.plan.method.train(run, echo)
+    except BaseException:
+        run.log.finish(failed=True)
+        raise
 
 
 def report(run: Run, trained: Trained, echo: Echo) -> dict[str, Any]:
@@ -177,6 +190,8 @@ def report(run: Run, trained: Trained, echo: Echo) -> dict[str, Any]:
     summary = build_summary(run.recipe, run.data.format, trained)
     if is_main_process():
         write_summary(run.out, summary)
+    run.log.summary(summary)
+    run.log.finish(failed=summary.get("replicas_identical") is False)
     print_result(summary, trained, echo)
     if summary.get("replicas_identical") is False:  # DDP failed to keep the copies in sync: not a result to trust
         raise RuntimeError(

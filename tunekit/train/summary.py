@@ -61,6 +61,7 @@ class Trained:
     figures: dict[str, Any] = field(default_factory=dict)  # the method's own summary keys
     final: Path | None = None
     closing: str = ""  # what the closing line says in place of the train loss (PPO: reward and KL)
+    samples: list[tuple[dict, dict]] = field(default_factory=list)  # (before, after) answers (train.samples)
 
 
 def build_summary(recipe: Recipe, data_format: str, trained: Trained) -> dict[str, Any]:
@@ -94,5 +95,9 @@ def print_result(summary: dict[str, Any], trained: Trained, echo: Callable[[str]
     echo(f"done in {trained.runtime:.1f}s: {trained.steps} steps, {figures}{speed}")
     if trained.after:
         echo("after training: " + figures_line(trained.after))
+    if trained.samples:
+        from tunekit.train.samples import block
+
+        echo(block(trained.samples))
     if trained.final is not None:
         echo(f"saved {trained.final}")

@@ -60,6 +60,9 @@ class Report:
 
 
 def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
+    from tunekit.train.trackers import check_installed
+
+    check_installed(recipe.training.report_to)
     ref = resolve(recipe.model.name_or_path, recipe.model.revision)
     preview = _preview(ref)
     check_reward_source(recipe)
