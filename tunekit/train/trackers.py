@@ -7,10 +7,10 @@
 
 One `RunLog` per run is the only writer: every record it is given goes to metrics.jsonl and, under the
 same names, to each tracker of `training.report_to`; samples go to samples.jsonl and to the trackers as a
-table; summary.json's figures go to every tracker at the final step as `summary/<name>` (the trainer logs a
-few of the same names with other meanings, e.g. train_tokens_per_second over a run's wall time). Every method reaches it the same
-way, the Trainer-based ones through tunekit.train.callbacks.MetricsLogger and PPO's own loop directly,
-so a figure on one tracker is on all of them. Each tracker is driven by its own client (wandb,
+table; summary.json's figures go to every tracker at the final step as `summary/<name>` (the trainer
+logs a few of the same names with other meanings, e.g. train_tokens_per_second over the wall time). Every
+method reaches it the same way, the Trainer-based ones through tunekit.train.callbacks.MetricsLogger and
+PPO's own loop directly, so a figure on one tracker is on all of them. Each tracker is driven by its own client (wandb,
 mlflow's MlflowClient, trackio, torch's SummaryWriter) rather than transformers' integration
 callbacks: those rename figures per tracker, record TrainingArguments instead of the recipe, and do not
 exist for PPO. Only rank 0 starts trackers. Where each writes: TensorBoard into output_dir/tensorboard;
@@ -131,8 +131,8 @@ class WandB:
 
     def summary(self, summary: dict[str, Any], step: int) -> None:
         self.run.log(summary_figures(summary), step=step)
-        # W&B's own summary: the run's final figures and its descriptions, under summary.json's names
-        self.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (str, bool, int, float))})
+        # the run's descriptions (method, adapter, model...) in W&B's own summary: they are no figures to plot
+        self.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (str, bool))})
 
     def finish(self, failed: bool) -> None:
         self.run.finish(exit_code=1 if failed else 0)
