@@ -216,8 +216,9 @@ def peft_config(config: dict[str, Any], setup: Setup) -> Any:
             bias=setup.lora_bias,
             task_type=task,
             use_dora=setup.use_dora,
-            modules_to_save=list(setup.modules_to_save) or None,
-            trainable_token_indices=_new_rows(config, setup) or None,
+            modules_to_save=list(setup.modules_to_save)
+            + (_EMBEDDINGS.get(model_type, []) if setup.added_tokens else [])
+            or None,
         )
     if setup.method == "prompt-tuning":
         return PromptTuningConfig(num_virtual_tokens=setup.virtual_tokens, task_type=task)
@@ -228,10 +229,8 @@ def peft_config(config: dict[str, Any], setup: Setup) -> Any:
     raise UserError(f"--method {setup.method} has no peft config")
 
 
-def _new_rows(config: dict[str, Any], setup: Setup) -> list[int]:
-    """The ids `added_tokens` new tokens get: the last rows of the grown vocabulary."""
-    vocab = int(config.get("vocab_size", 0)) + setup.vocab_growth
-    return list(range(vocab - setup.added_tokens, vocab)) if setup.added_tokens else []
+# New tokens under LoRA train the token embedding and the output head in full (tunekit.train.builders)
+_EMBEDDINGS = {"llama": ["embed_tokens", "lm_head"], "gpt2": ["wte", "lm_head"]}
 
 
 def _freeze_below(model: Any, config: dict[str, Any], top: int) -> Any:

@@ -254,7 +254,7 @@ def _extra_trainables(model: Model, setup: Setup) -> list[Trainable]:
             ]
             if setup.use_dora:
                 out.append(Trainable((fan_out,), magnitude, t.copies))
-        return out + _saved_modules(model, setup) + _trainable_tokens(model, setup)
+        return out + _saved_modules(model, setup) + _new_token_modules(model, setup)
     submodules = 2 if d.encoder_decoder else 1  # peft gives encoder-decoders a prompt per stack
     if setup.method == "prompt-tuning":
         return [Trainable((tokens * submodules, d.hidden), nbytes)]
@@ -289,15 +289,19 @@ def _saved_modules(model: Model, setup: Setup) -> list[Trainable]:
     return out
 
 
-def _trainable_tokens(model: Model, setup: Setup) -> list[Trainable]:
-    """peft's trainable tokens for new tokens under LoRA: their rows of the token embedding, and of an
-    untied output head (a tied head shares the embedding's)."""
+def _new_token_modules(model: Model, setup: Setup) -> list[Trainable]:
+    """New tokens under LoRA: the token embedding and the output head train in full (peft's modules_to_save,
+    as tunekit.train.builders.embedding_modules chooses), each a trainable copy."""
     if not setup.added_tokens:
         return []
-    h = model.dims.hidden
-    nbytes = setup.adapter_bytes  # peft holds them as adapter weights (fp32 over a half-precision base)
-    heads = 0 if model.dims.tied else sum(1 for t in model.tensors if t.kind == "head" and t.name.endswith("weight"))
-    return [Trainable((setup.added_tokens, h), nbytes, 1 + heads)]
+    embedding = next(t for t in model.tensors if t.kind == "embedding" and t.name.endswith(TOKEN_EMBEDDINGS))
+    heads = [t for t in model.tensors if t.kind == "head" and t.name.endswith("weight")]
+    if model.dims.tied:
+        heads = [replace(embedding, kind="head")]  # peft copies the tied head on its own
+    return [
+        Trainable(t.shape, setup.adapter_bytes if setup.quantized else _tensor_bytes(t, setup) // t.numel, t.copies)
+        for t in (embedding, *heads)
+    ]
 
 
 def lora_targets(model: Model, targets: str | tuple[str, ...] | list[str]) -> list[Tensor]:

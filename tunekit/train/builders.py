@@ -55,13 +55,15 @@ def peft_config(
 ) -> PeftConfig | None:
     """A new adapter for the recipe (LoRA or a soft prompt); None for full fine-tuning or when `model`
     already carries the adapter to train. `tokenizer_path` tokenises a prompt_tuning init text;
-    `new_tokens` (ids of `model.add_tokens`) train as peft's trainable tokens next to LoRA."""
+    `new_tokens` (ids of `model.add_tokens`): the embedding and output head train in full next to LoRA."""
     if adapter.type == "none" or is_peft(model):
         return None
     if adapter.type in ("lora", "qlora"):
         from peft import LoftQConfig
 
         saved = list(adapter.modules_to_save)
+        if new_tokens:
+            saved += [name for name in embedding_modules(model) if name not in saved]
         # peft's SEQ_CLS trains a new head named `classifier` or `score`; T5 and BART name theirs so
         if task_type == "SEQ_CLS" and hasattr(model, "classification_head"):
             saved.append("classification_head")
@@ -77,7 +79,6 @@ def peft_config(
             use_rslora=adapter.use_rslora,
             init_lora_weights=LORA_INIT[adapter.init],
             loftq_config=LoftQConfig(loftq_bits=4) if adapter.init == "loftq" else {},
-            trainable_token_indices=_token_rows(model, new_tokens) if new_tokens else None,
         )
     common: dict[str, Any] = {"task_type": task_type, "num_virtual_tokens": adapter.num_virtual_tokens}
     if adapter.type == "prompt_tuning":
@@ -100,15 +101,16 @@ def peft_config(
     )
 
 
-def _token_rows(model: Any, ids: list[int]) -> dict[str, list[int]]:
-    """peft's trainable_token_indices for new tokens: their rows of the input embedding, and of the output
-    embedding when it is a matrix of its own (a tied one follows the input rows by itself, in peft)."""
+def embedding_modules(model: Any) -> list[str]:
+    """Names of the input embedding and the output head (tied or not): what `model.add_tokens` trains in full
+    under LoRA (peft's modules_to_save). trl's SFT computes its loss from `lm_head.weight` itself (its fused
+    LM head), which peft's trainable tokens leave unchanged, so the new rows would not learn to be predicted."""
     names = {id(module): name for name, module in model.named_modules()}
-    rows = {names[id(model.get_input_embeddings())]: list(ids)}
+    found = [names[id(model.get_input_embeddings())]]
     output = model.get_output_embeddings()
-    if output is not None and output.weight is not model.get_input_embeddings().weight:
-        rows[names[id(output)]] = list(ids)
-    return rows
+    if output is not None:
+        found.append(names[id(output)])
+    return found
 
 
 def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval: bool) -> dict[str, Any]:
