@@ -16,7 +16,7 @@ import sys
 import typer
 
 from tunekit import __version__
-from tunekit.cli import doctor, estimate, recipes, score, tiny, train, use, validate
+from tunekit.cli import doctor, estimate, recipes, report, score, tiny, train, use, validate
 from tunekit.errors import UserError
 from tunekit.quiet import quiet_libraries
 from tunekit.train import launch  # launch: no torch at import
@@ -52,6 +52,7 @@ use.register(app)
 score.register(app)
 estimate.register(app)
 doctor.register(app)
+report.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
