@@ -49,6 +49,10 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("llama", {"method": "lora", "dtype": "fp32", "modules_to_save": ("lm_head",)}),
     ("llama", {"method": "lora", "dtype": "bf16", "added_tokens": 3, "vocab_growth": 3}),
     ("llama", {"method": "full", "dtype": "fp32", "added_tokens": 3, "vocab_growth": 3}),
+    (
+        "llama",
+        {"method": "lora", "dtype": "fp32", "added_tokens": 2, "vocab_growth": 2, "modules_to_save": ("lm_head",)},
+    ),
 ]
 
 

@@ -297,10 +297,15 @@ def _new_token_modules(model: Model, setup: Setup) -> list[Trainable]:
     embedding = next(t for t in model.tensors if t.kind == "embedding" and t.name.endswith(TOKEN_EMBEDDINGS))
     heads = [t for t in model.tensors if t.kind == "head" and t.name.endswith("weight")]
     if model.dims.tied:
-        heads = [replace(embedding, kind="head")]  # peft copies the tied head on its own
+        heads = [replace(embedding, name="lm_head.weight", kind="head")]  # peft copies the tied head on its own
+
+    def saved(t: Tensor) -> bool:  # already a modules_to_save copy
+        return any(t.module == name or t.module.endswith("." + name) for name in setup.modules_to_save)
+
     return [
         Trainable(t.shape, setup.adapter_bytes if setup.quantized else _tensor_bytes(t, setup) // t.numel, t.copies)
         for t in (embedding, *heads)
+        if not saved(t)
     ]
 
 

@@ -5,7 +5,7 @@
     >>> folder.before_after()
     {'eval_loss': (6.93, 4.21)}
     >>> runs_table([folder]).splitlines()[1]
-    'a    sft     lora     300  eval_loss 6.9300 -> 4.2100  21.5s'
+    'a    sft     lora       300  eval_loss 6.9300 -> 4.2100  21.5s'
 
 Pure Python (no torch): `tunekit runs` and `tunekit report` read what the run folder contract promises
 (recipe.yaml, metrics.jsonl, summary.json, samples.jsonl) and nothing else.

@@ -203,4 +203,6 @@ def block(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
 
 def _line(text: str, width: int = 100) -> str:
     flat = " ".join(str(text).split())
+    if not flat:
+        return "(nothing: end of text at once)"
     return flat if len(flat) <= width else flat[: width - 3] + "..."
