@@ -117,9 +117,13 @@ class Sampler:
             {"step": step, "prompt": p.shown, "output": text, "reference": p.reference}
             for p, text in zip(self.prompts, texts)
         ]
-        if self.score is not None:
-            for row, reward in zip(rows, self.score([p.prompt for p in self.prompts], texts)):
-                row["reward"] = round(float(reward), 4)
+        if self.score is not None:  # an empty answer has nothing to score (a classifier cannot read no tokens)
+            scored = [i for i, text in enumerate(texts) if text.strip()]
+            rewards = self.score([self.prompts[i].prompt for i in scored], [texts[i] for i in scored]) if scored else []
+            for row in rows:
+                row["reward"] = None
+            for i, reward in zip(scored, rewards):
+                rows[i]["reward"] = round(float(reward), 4)
         self.run.log.samples(rows)
         self.first = self.first or rows
         self.last = rows
