@@ -66,6 +66,8 @@ print("HEAVY=" + ",".join(heavy), file=sys.stderr)
         ["recipes", "list"],
         ["tiny-model", "--help"],
         ["sft", "--help"],
+        ["runs", "--help"],
+        ["report", "--help"],
     ],
     ids=lambda a: " ".join(a),
 )
