@@ -48,7 +48,8 @@ class ModelSection(Section):
     add_tokens: list[str] = Field(
         [],
         description="New tokens for the tokenizer (e.g. `<tool_call>`): the embeddings grow and the new rows train "
-        "(with LoRA through peft's trainable tokens); final/ holds the tokenizer and the rows.",
+        "(with LoRA the embedding and output head train in full, as modules_to_save); final/ holds the tokenizer and "
+        "the rows.",
     )
 
     @field_validator("add_tokens")
