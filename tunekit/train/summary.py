@@ -95,9 +95,9 @@ def print_result(summary: dict[str, Any], trained: Trained, echo: Callable[[str]
     echo(f"done in {trained.runtime:.1f}s: {trained.steps} steps, {figures}{speed}")
     if trained.after:
         echo("after training: " + figures_line(trained.after))
-    if trained.samples:
+    if trained.final is not None:
+        echo(f"saved {trained.final}")
+    if trained.samples:  # last, so a run ends by showing what the model learned
         from tunekit.train.samples import block
 
         echo(block(trained.samples))
-    if trained.final is not None:
-        echo(f"saved {trained.final}")
