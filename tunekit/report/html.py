@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tunekit.report.runs import RunFolder
+from tunekit.train.trackers import flatten  # the names the trackers' configuration has
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 FACTS = (
@@ -140,7 +141,7 @@ def _recipes(runs: list[RunFolder]) -> str:
 
     parts = []
     if len(runs) > 1:
-        flat = [_flatten(run.recipe) for run in runs]
+        flat = [flatten(run.recipe) for run in runs]
         keys = sorted({k for f in flat for k in f} - set(UNCOMPARED))
         differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
         rows = "".join(
@@ -157,7 +158,7 @@ def _recipes(runs: list[RunFolder]) -> str:
 def _environments(runs: list[RunFolder]) -> str:
     parts = []
     for run in runs:
-        env = _flatten((run.summary or {}).get("environment") or {})
+        env = flatten((run.summary or {}).get("environment") or {})
         if env:
             rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_text(v))}</td></tr>" for k, v in env.items())
             parts.append(f"<h3>{_e(run.name)}</h3><table>{rows}</table>")
@@ -242,17 +243,6 @@ def _value_cell(run: str, key: str, value: Any) -> str:
         f'<td class="{"num" if number else "text"}" data-run="{_e(run)}" data-key="{_e(key)}" '
         f'data-value="{_e(json.dumps(value))}">{_e(shown)}</td>'
     )
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _text(value: Any) -> str:
