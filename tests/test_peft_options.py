@@ -197,3 +197,23 @@ def test_what_the_libraries_refuse_exits_2_before_anything_is_written(
     assert result.code == 2, result.err
     assert message in result.err and "Traceback" not in result.err
     assert not (tmp_path / "run").exists()
+
+
+def test_loraplus_under_fsdp_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """The preflight stage, which the command runs before `accelerate launch` (so nothing is launched here)."""
+    from tunekit.config import load_recipe
+    from tunekit.errors import UserError
+    from tunekit.train.pipeline import preflight
+    from tunekit.train.rundir import RunOptions
+
+    recipe = load_recipe(recipe_for(tmp_path, CASES["loraplus"]))
+    with pytest.raises(UserError, match="adapter.loraplus_lr_ratio: transformers' Trainer takes no optimizer"):
+        preflight(recipe, RunOptions(num_processes=2, accelerate_config="fsdp"))
+    preflight(recipe, RunOptions(num_processes=2, accelerate_config="ddp"))  # DDP takes it
+    assert not (tmp_path / "run").exists()
+
+
+def test_loftq_is_estimated_as_the_lora_it_initialises(cli, tmp_path: Path) -> None:
+    """LoftQ changes where A and B start, not how many there are (its training needs a GPU: see above)."""
+    plain = estimated_trainable(cli, recipe_for(tmp_path, {"type": "lora"}))
+    assert estimated_trainable(cli, recipe_for(tmp_path, {"type": "lora", "init": "loftq"})) == plain
