@@ -92,6 +92,7 @@ def test_dpo_with_lora_needs_no_reference_copy(cli, tmp_path: Path) -> None:
     assert 0 < summary["trainable_parameters"] < summary["total_parameters"]
     assert {"eval_reward_accuracy_before", "eval_reward_margin_after", "eval_preference_accuracy_after"} <= set(summary)
     assert (tmp_path / "run-dpo" / "final" / "adapter_config.json").exists()
+    assert "samples (greedy, 3 prompts):" in result.out  # DPO generates: it ends with its before/after block
 
 
 @pytest.mark.parametrize("existing, adapter", [("merge", "none"), ("continue", "lora")])

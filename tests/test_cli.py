@@ -66,6 +66,8 @@ print("HEAVY=" + ",".join(heavy), file=sys.stderr)
         ["recipes", "list"],
         ["tiny-model", "--help"],
         ["sft", "--help"],
+        ["runs", "--help"],
+        ["report", "--help"],
     ],
     ids=lambda a: " ".join(a),
 )
@@ -122,3 +124,20 @@ def test_bad_override_exits_2_before_anything_is_written(cli, tmp_path: Path) ->
     assert result.code == 2
     assert "training.max_steps" in result.err
     assert not out.exists()
+
+
+def test_the_quickstart_ends_with_its_samples(tmp_path: Path) -> None:
+    """A newcomer's first command, shortened: it ends by showing three held-out prompts answered before and
+    after training, and no library prints a warning on the way (a fresh process, as a user runs it)."""
+    out = tmp_path / "quickstart"
+    command = [sys.executable, "-m", "tunekit", "sft", str(ROOT / "recipes" / "quickstart.yaml")]
+    command += [f"output_dir={out}", "training.max_steps=10", "training.logging_steps=5"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.rstrip().splitlines()
+    start = lines.index("samples (greedy, 3 prompts):")
+    assert lines[start - 1] == f"saved {out / 'final'}"
+    block = lines[start + 1 :]
+    assert len(block) == 3 * 4  # prompt, expected, before, after
+    assert [line.split()[0] for line in block] == ["Reverse", "expected", "before", "after"] * 3
+    assert "warn" not in proc.stderr.lower(), proc.stderr

@@ -42,6 +42,17 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("t5", {"method": "prompt-tuning", "dtype": "fp32"}),
     ("bert", {"method": "full", "dtype": "fp32"}),
     ("bert", {"method": "lora", "dtype": "fp32", "lora_bias": "all"}),
+    # issue 15: DoRA's magnitudes, modules_to_save's copies, new tokens' rows
+    ("llama", {"method": "lora", "dtype": "fp32", "use_dora": True}),
+    ("llama", {"method": "qlora", "dtype": "int4", "use_dora": True}),
+    ("gpt2", {"method": "lora", "dtype": "bf16", "use_dora": True}),
+    ("llama", {"method": "lora", "dtype": "fp32", "modules_to_save": ("lm_head",)}),
+    ("llama", {"method": "lora", "dtype": "bf16", "added_tokens": 3, "vocab_growth": 3}),
+    ("llama", {"method": "full", "dtype": "fp32", "added_tokens": 3, "vocab_growth": 3}),
+    (
+        "llama",
+        {"method": "lora", "dtype": "fp32", "added_tokens": 2, "vocab_growth": 2, "modules_to_save": ("lm_head",)},
+    ),
 ]
 
 

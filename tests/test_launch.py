@@ -241,19 +241,22 @@ def test_a_mistake_found_in_the_launched_processes_exits_2_with_one_error_line(t
     assert not (tmp_path / "run").exists()
 
 
-def test_tensorboard_writer_only_on_rank_0(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from transformers.integrations import TensorBoardCallback
-
+def test_trackers_only_on_rank_0(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from tunekit.config import load_recipe
-    from tunekit.train.callbacks import callbacks
+    from tunekit.train.trackers import RunLog, TensorBoard
 
     recipe = load_recipe(small_recipe(tmp_path), ["training.report_to=tensorboard"])
     monkeypatch.setenv("WORLD_SIZE", "2")
     for rank, expected in (("1", 0), ("0", 1)):
         monkeypatch.setenv("RANK", rank)
-        found = [cb for cb in callbacks(recipe, tmp_path / f"rank{rank}") if isinstance(cb, TensorBoardCallback)]
-        assert len(found) == expected
-        assert (tmp_path / f"rank{rank}" / "tensorboard").exists() == bool(expected)
+        out = tmp_path / f"rank{rank}"
+        out.mkdir()
+        log = RunLog.open(recipe, out)
+        assert len([t for t in log.trackers if isinstance(t, TensorBoard)]) == expected
+        log.metrics({"step": 1, "loss": 2.0})
+        log.finish()
+        assert (out / "tensorboard").exists() == bool(expected)
+        assert (out / "metrics.jsonl").exists() == bool(expected)
 
 
 def test_training_without_the_ddp_wrapper_fails_at_its_start() -> None:

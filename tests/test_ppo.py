@@ -118,7 +118,9 @@ def test_reward_rises_with_bounded_kl_and_a_large_kl_coef_holds_the_policy(cli, 
         "kl_coef",
     } <= set(records[-1])
     samples = [json.loads(line) for line in (tmp_path / "free" / "samples.jsonl").open()]
-    assert {s["step"] for s in samples} == {1, 10, 20, 30, 40} and "completion" in samples[0]
+    # greedy answers to held-out prompts before training, every training.sample_every (10) steps, and after
+    assert {s["step"] for s in samples} == {0, 10, 20, 30, 40}
+    assert set(samples[0]) == {"step", "prompt", "output", "reference", "reward"}
 
 
 def test_lora_run_with_a_reward_model_folder_keeps_one_base(cli, tmp_path: Path) -> None:

@@ -61,6 +61,11 @@ def test_t5_learns_held_out_task(cli, tmp_path: Path, task, adapter: dict) -> No
     summary = summary_of(tmp_path)
     assert_learned(summary)
     assert {"eval_bleu_before", "eval_bleu_after", "train_loss", "runtime_seconds"} <= set(summary)
+    # the closing block shows what it learned: greedy answers to held-out prompts now match their references
+    block = result.out[result.out.index("samples (greedy, 3 prompts):") :].splitlines()[1:]
+    expected = [line.split(None, 1)[1] for line in block if line.split()[0] == "expected"]
+    after = [line.split(None, 1)[1] for line in block if line.split()[0] == "after"]
+    assert len(after) == 3 and sum(a == e for a, e in zip(after, expected)) >= 2, block
     total, trainable = summary["total_parameters"], summary["trainable_parameters"]
     assert (trainable == total) if not adapter else (0 < trainable < total / 3)
     final = tmp_path / "run" / "final"

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import typer
 
 from tunekit import __version__
-from tunekit.cli import doctor, estimate, preprocess, recipes, score, tiny, train, use, validate
+from tunekit.cli import doctor, estimate, preprocess, recipes, report, score, tiny, train, use, validate
 from tunekit.errors import UserError
 from tunekit.quiet import quiet_libraries
 from tunekit.train import launch  # launch: no torch at import
@@ -57,6 +57,7 @@ use.register(app)
 score.register(app)
 estimate.register(app)
 doctor.register(app)
+report.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

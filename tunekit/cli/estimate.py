@@ -42,6 +42,9 @@ SEQ = typer.Option(None, "--seq-len", help=f"Tokens per sequence; the prompt for
 RANK = typer.Option(None, "--lora-r", help=f"LoRA rank (default: {D.lora_r}).")
 TARGETS = typer.Option(None, "--lora-targets", help="all-linear, or module names separated by commas.")
 DROPOUT = typer.Option(None, "--lora-dropout", min=0, max=0.99, help="LoRA dropout (its mask and copy cost memory).")
+DORA = typer.Option(None, "--dora/--no-dora", help="DoRA: a magnitude vector per adapted layer.")
+SAVED = typer.Option(None, "--modules-to-save", help="Modules trained in full next to LoRA, separated by commas.")
+ADDED = typer.Option(None, "--add-tokens", min=0, help="New tokens: embedding rows, trainable tokens under LoRA.")
 OPTIMIZER = typer.Option(
     None, "--optimizer", help="adamw (fused) | adamw-foreach | adamw-8bit | paged-adamw-8bit | sgd | adafactor."
 )
@@ -84,6 +87,9 @@ def estimate_memory(
     lora_r: int | None = RANK,
     lora_targets: str | None = TARGETS,
     lora_dropout: float | None = DROPOUT,
+    dora: bool | None = DORA,
+    modules_to_save: str | None = SAVED,
+    add_tokens: int | None = ADDED,
     optimizer: str | None = OPTIMIZER,
     gradient_checkpointing: bool | None = CHECKPOINTING,
     grad_accum: int | None = ACCUM,
@@ -188,9 +194,17 @@ def _flags(given: dict[str, Any]) -> dict[str, Any]:
             "attention": _choice(given["attention"], s.ATTENTIONS, "--attention"),
             "lora_targets": _targets(given["lora_targets"]),
             "padded": False if given["packed"] else None,
+            "use_dora": given["dora"],
+            "modules_to_save": _names(given["modules_to_save"]),
+            "added_tokens": given["add_tokens"],
+            "vocab_growth": given["add_tokens"],  # a model's own tokenizer may fill padded rows first: see recipes
         }
     )
     return flags
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(name.strip() for name in value.split(",") if name.strip())
 
 
 def _choice(value: str | None, allowed: tuple[str, ...], flag: str) -> str | None:

@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
+Tracker = Literal["tensorboard", "wandb", "mlflow", "trackio"]
 
 
 class Section(BaseModel):
@@ -47,8 +48,22 @@ class ModelSection(Section):
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
         None, description="Attention kernel; default lets transformers choose."
     )
+    add_tokens: list[str] = Field(
+        [],
+        description="New tokens for the tokenizer (e.g. `<tool_call>`): the embeddings grow and the new rows train "
+        "(with LoRA the embedding and output head train in full, as modules_to_save); final/ holds the tokenizer and "
+        "the rows.",
+    )
+
+    @field_validator("add_tokens")
+    @classmethod
+    def _tokens_once(cls, value: list[str]) -> list[str]:
+        if any(not token.strip() for token in value) or len(set(value)) != len(value):
+            raise ValueError("give each new token once, as non-empty text")
+        return value
 
 
+LORA_INITS = ("default", "gaussian", "pissa", "olora", "loftq")
 SOFT_PROMPTS = ("prompt_tuning", "prefix_tuning", "p_tuning")  # only `tunekit sft` trains them: the RL and
 # preference trainers index real token positions
 
@@ -92,6 +107,37 @@ class AdapterSection(Section):
         False,
         description="prefix_tuning: produce the prefixes through a two-layer MLP (more parameters, often steadier).",
     )
+    use_dora: bool = Field(
+        False, description="LoRA: DoRA, a learned magnitude per output feature on top of LoRA's direction (peft)."
+    )
+    use_rslora: bool = Field(False, description="LoRA: rank-stabilised scaling, alpha / sqrt(r) instead of alpha / r.")
+    init: Literal["default", "gaussian", "pissa", "olora", "loftq"] = Field(
+        "default",
+        description="LoRA: how A and B start. default: B = 0; gaussian; pissa / olora: from the base weight's SVD / "
+        "QR (the base keeps the residual; final/ is converted to a plain LoRA of rank 2r on the original base); "
+        "loftq: an unquantised base whose LoRA absorbs the NF4 quantisation error (needs a CUDA GPU).",
+    )
+    modules_to_save: list[str] = Field(
+        [],
+        description="LoRA: modules trained in full next to the adapter and saved with it (e.g. `lm_head`).",
+    )
+    loraplus_lr_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="LoRA+: B matrices learn at this multiple of `training.learning_rate` (paper: 16); null: off.",
+    )
+
+    @property
+    def lora_settings(self) -> list[str]:
+        """The LoRA-only keys this section sets away from their defaults."""
+        defaults = {
+            "use_dora": False,
+            "use_rslora": False,
+            "init": "default",
+            "modules_to_save": [],
+            "loraplus_lr_ratio": None,
+        }
+        return [key for key, default in defaults.items() if getattr(self, key) != default]
 
     @field_validator("target_modules")
     @classmethod
@@ -124,6 +170,10 @@ class AdapterSection(Section):
                 raise ValueError("adapter.prompt_init_text: prompt_init text needs the text to start from")
         elif self.prompt_init_text is not None:
             raise ValueError("adapter.prompt_init_text is set but adapter.prompt_init is random; set prompt_init: text")
+        if self.type not in ("lora", "qlora") and self.lora_settings:
+            raise ValueError(
+                f"{', '.join(self.lora_settings)}: LoRA settings (adapter.type lora or qlora), not for {self.type}"
+            )
         return self
 
 
@@ -297,7 +347,46 @@ class TrainingSection(Section):
     seed: int = Field(
         42, ge=0, le=2**32 - 1, description="Seed for data order, eval split and initialisation (0 to 2^32 - 1)."
     )
-    report_to: Literal["none", "tensorboard"] = Field("none", description="Also log to TensorBoard.")
+    neftune_noise_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: noise on the input embeddings while training (paper: 5); null: off."
+    )
+    torch_compile: bool = Field(False, description="Compile the model with torch.compile (transformers' Trainer).")
+    report_to: list[Tracker] = Field(
+        [], description="Experiment trackers: tensorboard (in output_dir/tensorboard), wandb, mlflow, trackio."
+    )
+    run_name: str | None = Field(None, description="The run's name in the trackers; null: output_dir's folder name.")
+    project: str = Field("tunekit", description="W&B / trackio project and MLflow experiment the run goes to.")
+    sample_every: int | None = Field(
+        None,
+        ge=1,
+        description="Generate greedy answers to the sample prompts every N steps (samples.jsonl); null: off.",
+    )
+    sample_prompts: list[str] | Literal["eval"] = Field(
+        "eval", description="Prompts for the samples, or `eval`: the first `sample_count` held-out prompts."
+    )
+    sample_count: int = Field(3, ge=1, description="Held-out prompts `sample_prompts: eval` takes.")
+    sample_max_new_tokens: int = Field(32, ge=1, description="Tokens generated per sample.")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker_is_a_list(cls, value: object) -> object:
+        if value is None or value == "none":
+            return []
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("report_to")
+    @classmethod
+    def _each_tracker_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("name each tracker once")
+        return value
+
+    @field_validator("sample_prompts")
+    @classmethod
+    def _some_prompts(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list) and (not value or any(not p.strip() for p in value)):
+            raise ValueError("give at least one non-empty prompt, or `eval`")
+        return value
 
 
 DPO_LOSSES = Literal[
@@ -415,7 +504,6 @@ class PPOSection(RewardSourceSection):
     num_mini_batches: int = Field(
         1, ge=1, description="Minibatches per rollout batch; rollouts per step = batch_size x accumulation x this."
     )
-    sample_every: int = Field(10, ge=1, description="Write a few sample generations to samples.jsonl every N steps.")
 
 
 class GRPOSection(RewardSourceSection):
@@ -509,6 +597,41 @@ class RecipeBase(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _what_peft_refuses(self) -> RecipeBase:
+        adapter, quantization = self.adapter, self.model.quantization
+        if self.model.add_tokens and adapter.type in SOFT_PROMPTS:
+            raise ValueError(
+                f"model.add_tokens: a soft prompt ({adapter.type}) keeps every embedding frozen, so new tokens "
+                "would never train; use lora, qlora or full fine-tuning"
+            )
+        if adapter.init == "pissa" and quantization != "none":
+            # peft's pissa_init takes the SVD of a float weight and raises on a bitsandbytes one
+            raise ValueError(
+                f"adapter.init: pissa needs the base in full precision (peft cannot take the SVD of "
+                f"{quantization} weights); use model.quantization: none, or init olora"
+            )
+        if adapter.init == "loftq" and quantization != "none":
+            raise ValueError(
+                "adapter.init: loftq quantises the base itself and fits LoRA to the error: load the base "
+                "unquantised (adapter.type: lora, model.quantization: none)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _samples_need_a_generating_model(self) -> RecipeBase:
+        t = self.training
+        if self.method in NOT_GENERATING and (t.sample_every is not None or t.sample_prompts != "eval"):
+            raise ValueError(
+                f"training.sample_every / sample_prompts: `tunekit {self.method}` trains a model that scores "
+                "text rather than writes it, so there is nothing to sample"
+            )
+        return self
+
+
+# Methods whose model scores or labels text: no samples, no before/after answers.
+NOT_GENERATING = ("reward", "classify")
+
 
 class TruncatingRecipe(RecipeBase):
     data: TruncatedData
@@ -585,6 +708,15 @@ class PPORecipe(RecipeBase):
     method: Literal["ppo"]
     ppo: PPOSection = Field(description="Settings of `tunekit ppo` (a reward source is required).")
 
+    @model_validator(mode="after")
+    def _trainer_settings(self) -> PPORecipe:
+        for key in ("neftune_noise_alpha", "torch_compile"):
+            if getattr(self.training, key) not in (None, False):
+                raise ValueError(
+                    f"training.{key}: a transformers Trainer setting; tunekit ppo runs its own loop without it"
+                )
+        return self
+
     @property
     def sequence_length(self) -> int | None:
         return self.ppo.max_prompt_length + self.ppo.max_new_tokens
@@ -657,6 +789,7 @@ NOT_FOR: dict[tuple[str, str], dict[str, str]] = {
         "pretrain": "documents are cut into blocks of pretrain.block_size tokens",
     },
     ("data", "packing"): {method: "only `tunekit sft` packs examples" for method in METHODS if method != "sft"},
+    ("ppo", "sample_every"): {"ppo": "samples are training.sample_every now: greedy answers to held-out prompts"},
     ("data", "train_on"): {
         method: "only `tunekit sft` chooses where the loss goes" for method in METHODS if method != "sft"
     },

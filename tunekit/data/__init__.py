@@ -222,6 +222,17 @@ def _first_row(opened: Opened) -> dict[str, Any]:
     raise DataError(f"{opened.name}: no rows")
 
 
+def first_rows(dataset: Any, count: int) -> list[dict[str, Any]]:
+    """The first `count` rows as Python dicts (of a dataset or a stream; none of None), without tunekit's
+    bookkeeping columns."""
+    if dataset is None:
+        return []
+    rows = (
+        list(dataset.take(count)) if is_stream(dataset) else dataset.select(range(min(count, len(dataset)))).to_list()
+    )
+    return [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
+
+
 def is_stream(dataset: Any) -> bool:
     import datasets
 

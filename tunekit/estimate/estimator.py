@@ -17,7 +17,7 @@ from typing import Any
 
 from tunekit.errors import UserError
 from tunekit.estimate.arch import FAMILIES
-from tunekit.estimate.memory import Estimate, estimate
+from tunekit.estimate.memory import Estimate, estimate, trained_model
 from tunekit.estimate.params import Model, inventory
 from tunekit.estimate.setup import DTYPES, Setup
 from tunekit.estimate.targets import Target, resolve_target, setup_from_recipe
@@ -87,7 +87,7 @@ def estimate_memory(target: str | Target, flags: dict[str, Any], overrides: list
         notes += est.notes
         estimates.append(est)
     notes += _precision_notes(setup, dtypes, model)
-    return MemoryResult(resolved, model, setup, estimates, skipped, notes)
+    return MemoryResult(resolved, trained_model(model, setup), setup, estimates, skipped, notes)
 
 
 def _setup(settings: dict[str, Any], dtype: str) -> Setup:

@@ -106,6 +106,8 @@ def build_model(config: dict[str, Any], setup: Setup, device: str, weights_from:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=setup.gradient_checkpointing)
+    if setup.vocab_growth:  # model.add_tokens: tunekit resizes after loading, before the adapter
+        model.resize_token_embeddings(model.get_input_embeddings().weight.shape[0] + setup.vocab_growth)
     if setup.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if setup.method != "full":
@@ -113,9 +115,9 @@ def build_model(config: dict[str, Any], setup: Setup, device: str, weights_from:
     model = _apply_method(model, config, setup)
     if setup.quantized and setup.method in ADAPTER_METHODS:
         compute = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[setup.compute_dtype]
-        for param in model.parameters():
-            if param.requires_grad:
-                param.data = param.data.to(compute)  # trl's QLoRA cast of the adapter weights
+        for name, param in model.named_parameters():
+            if param.requires_grad and "lora_magnitude_vector" not in name:
+                param.data = param.data.to(compute)  # trl's QLoRA cast of the adapter weights (DoRA's magnitude kept)
     model.train()
     return model
 
@@ -213,6 +215,10 @@ def peft_config(config: dict[str, Any], setup: Setup) -> Any:
             target_modules=targets,
             bias=setup.lora_bias,
             task_type=task,
+            use_dora=setup.use_dora,
+            modules_to_save=list(setup.modules_to_save)
+            + (_EMBEDDINGS.get(model_type, []) if setup.added_tokens else [])
+            or None,
         )
     if setup.method == "prompt-tuning":
         return PromptTuningConfig(num_virtual_tokens=setup.virtual_tokens, task_type=task)
@@ -221,6 +227,10 @@ def peft_config(config: dict[str, Any], setup: Setup) -> Any:
     if setup.method == "p-tuning":
         return PromptEncoderConfig(num_virtual_tokens=setup.virtual_tokens, task_type=task)
     raise UserError(f"--method {setup.method} has no peft config")
+
+
+# New tokens under LoRA train the token embedding and the output head in full (tunekit.train.builders)
+_EMBEDDINGS = {"llama": ["embed_tokens", "lm_head"], "gpt2": ["wte", "lm_head"]}
 
 
 def _freeze_below(model: Any, config: dict[str, Any], top: int) -> Any:

@@ -86,6 +86,7 @@ LEARNED_POSITIONS = ("gpt2", "opt", "bart", "bert")  # a position table: sequenc
 
 def estimate(model: Model, setup: Setup) -> Estimate:
     setup = setup.checked()
+    model = trained_model(model, setup)
     _check_length(model, setup)
     if not setup.training:
         return _inference(model, setup)
@@ -171,6 +172,29 @@ def score_model(model: Model) -> Model:
     return Model(replace(model.dims, tied=False), (*body, score), model.counted)
 
 
+# Token embeddings by family (the first tensor `inventory` adds): the rows new tokens grow.
+OUTPUT_HEADS = ("lm_head", "cls.predictions.decoder")  # the output projection, when tied to the embedding
+TOKEN_EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight", "shared.weight")
+
+
+def trained_model(model: Model, setup: Setup) -> Model:
+    """The model as training holds it: with `vocab_growth` rows more in the token embedding and the output
+    head (transformers' resize_token_embeddings for `model.add_tokens`)."""
+    rows = setup.vocab_growth
+    if not rows:
+        return model
+    vocab = model.dims.vocab
+
+    def grown(t: Tensor) -> Tensor:
+        by_name = t.kind == "embedding" and t.name.endswith(TOKEN_EMBEDDINGS)
+        output = t.kind == "head" or t.name == "cls.predictions.bias"
+        if (by_name or output) and t.shape[0] == vocab:
+            return replace(t, shape=(vocab + rows, *t.shape[1:]))
+        return t
+
+    return Model(replace(model.dims, vocab=vocab + rows), tuple(grown(t) for t in model.tensors), model.counted)
+
+
 # -- weights ------------------------------------------------------------------------------------
 def weight_bytes(model: Model, setup: Setup, *, adapters: bool = True) -> int:
     """Every parameter as held in GPU memory, adapters and soft prompts included."""
@@ -220,13 +244,17 @@ def _extra_trainables(model: Model, setup: Setup) -> list[Trainable]:
     d, nbytes, tokens = model.dims, setup.adapter_bytes, setup.virtual_tokens
     if setup.method in ADAPTER_METHODS:
         out: list[Trainable] = []
+        # trl casts QLoRA's adapters to the compute dtype but leaves DoRA's magnitude in peft's fp32
+        magnitude = 4 if setup.quantized else nbytes
         for t in lora_targets(model, setup.lora_targets):
             fan_in, fan_out = t.in_out
             out += [
                 Trainable((setup.lora_r, fan_in), nbytes, t.copies),
                 Trainable((fan_out, setup.lora_r), nbytes, t.copies),
             ]
-        return out
+            if setup.use_dora:
+                out.append(Trainable((fan_out,), magnitude, t.copies))
+        return out + _saved_modules(model, setup) + _new_token_modules(model, setup)
     submodules = 2 if d.encoder_decoder else 1  # peft gives encoder-decoders a prompt per stack
     if setup.method == "prompt-tuning":
         return [Trainable((tokens * submodules, d.hidden), nbytes)]
@@ -243,6 +271,42 @@ def _extra_trainables(model: Model, setup: Setup) -> list[Trainable]:
             *[Trainable((h,), nbytes) for _ in range(3)],
         ]
     return []
+
+
+def _saved_modules(model: Model, setup: Setup) -> list[Trainable]:
+    """peft's modules_to_save: a trainable copy of each named module next to its frozen original."""
+    out = []
+    for wanted in setup.modules_to_save:
+        found = [t for t in model.tensors if t.module == wanted or t.module.endswith("." + wanted)]
+        if not found and model.dims.tied and wanted.endswith(OUTPUT_HEADS):  # a tied head: peft copies it untied
+            embedding = next(t for t in model.tensors if t.kind == "embedding" and t.name.endswith(TOKEN_EMBEDDINGS))
+            found = [replace(embedding, name=f"{wanted}.weight", kind="head")]
+        if not found:
+            raise UserError(f"modules_to_save: {wanted!r} is not a module of {model.dims.model_type}")
+        for t in found:
+            nbytes = setup.adapter_bytes if setup.quantized else _tensor_bytes(t, setup) // t.numel
+            out.append(Trainable(t.shape, nbytes, t.copies, t.kind == "embedding"))
+    return out
+
+
+def _new_token_modules(model: Model, setup: Setup) -> list[Trainable]:
+    """New tokens under LoRA: the token embedding and the output head train in full (peft's modules_to_save,
+    as tunekit.train.builders.embedding_modules chooses), each a trainable copy."""
+    if not setup.added_tokens:
+        return []
+    embedding = next(t for t in model.tensors if t.kind == "embedding" and t.name.endswith(TOKEN_EMBEDDINGS))
+    heads = [t for t in model.tensors if t.kind == "head" and t.name.endswith("weight")]
+    if model.dims.tied:
+        heads = [replace(embedding, name="lm_head.weight", kind="head")]  # peft copies the tied head on its own
+
+    def saved(t: Tensor) -> bool:  # already a modules_to_save copy
+        return any(t.module == name or t.module.endswith("." + name) for name in setup.modules_to_save)
+
+    return [
+        Trainable(t.shape, setup.adapter_bytes if setup.quantized else _tensor_bytes(t, setup) // t.numel, t.copies)
+        for t in (embedding, *heads)
+        if not saved(t)
+    ]
 
 
 def lora_targets(model: Model, targets: str | tuple[str, ...] | list[str]) -> list[Tensor]:

@@ -54,6 +54,10 @@ class Setup:
     lora_targets: str | tuple[str, ...] = "all-linear"
     lora_dropout: float = 0.05
     lora_bias: Literal["none", "all", "lora_only"] = "none"
+    use_dora: bool = False  # DoRA: a magnitude vector (out_features) per adapted layer
+    modules_to_save: tuple[str, ...] = ()  # modules trained in full next to LoRA: peft keeps a trainable copy
+    added_tokens: int = 0  # new tokens; under LoRA peft's trainable tokens hold their rows
+    vocab_growth: int = 0  # rows the embeddings grow by (fewer than added_tokens when the vocab is padded)
     virtual_tokens: int = 20  # soft-prompt length (prompt / prefix / p-tuning)
     trainable_layers: int = 2  # `freeze`: the top layers that train
     optimizer: Optimizer = "adamw"
@@ -89,6 +93,10 @@ class Setup:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.lora_r < 1:
             raise UserError(f"--lora-r must be at least 1, got {self.lora_r}")
+        if self.added_tokens < 0 or self.vocab_growth < 0:
+            raise UserError(f"--add-tokens must be 0 or more, got {self.added_tokens}")
+        if (self.use_dora or self.modules_to_save) and self.method not in ADAPTER_METHODS:
+            raise UserError(f"--dora / --modules-to-save are LoRA settings; --method is {self.method}")
         if self.virtual_tokens < 1 and self.method in PROMPT_METHODS:
             raise UserError(f"--virtual-tokens must be at least 1, got {self.virtual_tokens}")
         if self.trainable_layers < 1 and self.method == "freeze":

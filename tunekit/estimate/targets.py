@@ -292,7 +292,30 @@ def setup_from_recipe(recipe: Any) -> dict[str, Any]:
     if recipe.sequence_length:  # GRPO reads whole prompts: the estimate's own default then
         fields["seq_len"] = recipe.sequence_length
     fields["virtual_tokens"] = adapter.num_virtual_tokens
+    fields["use_dora"] = adapter.use_dora
+    fields["modules_to_save"] = tuple(adapter.modules_to_save)
+    if model.add_tokens:
+        fields["added_tokens"] = len(model.add_tokens)
+        fields["vocab_growth"] = _vocab_growth(model.name_or_path, len(model.add_tokens))
     return fields
+
+
+def _vocab_growth(name: str, added: int) -> int:
+    """Rows the embeddings grow by: tunekit resizes them to the tokenizer's length only when the tokenizer
+    outgrows them (many configs pad the vocabulary). Read from tokenizer.json and config.json where they are
+    on disk (tokenizers, no torch); otherwise every new token is taken to add a row."""
+    from tunekit.models.refs import resolve
+
+    ref = resolve(name)
+    folder = Path(ref.tokenizer_path)
+    tokenizer_file, config_file = folder / "tokenizer.json", Path(ref.base.path) / "config.json"
+    if not (tokenizer_file.exists() and config_file.exists()):
+        return added
+    from tokenizers import Tokenizer
+
+    size = Tokenizer.from_file(str(tokenizer_file)).get_vocab_size(with_added_tokens=True)
+    rows = json.loads(config_file.read_text()).get("vocab_size") or size
+    return max(0, size + added - int(rows))
 
 
 def _gpu_dtype(dtype: str) -> str:

@@ -8,8 +8,9 @@ penalty to the reference; estimate advantages with GAE on a value head that shar
 trunk; then `ppo.ppo_epochs` passes of clipped policy and value losses over minibatches. With
 LoRA/QLoRA the reference is the base with the adapter disabled (one copy of the base in memory);
 full fine-tuning keeps a frozen copy. metrics.jsonl gets reward, KL, entropy, losses, clip fraction,
-approx KL and response length per logged step; samples.jsonl a few generations every
-`ppo.sample_every` steps. summary.json adds `reward_mean_first`, `reward_mean_last`, `kl_last` and,
+approx KL and response length per logged step (to the trackers too); samples.jsonl greedy answers to
+held-out prompts, with their reward, every `training.sample_every` steps and before/after. summary.json
+adds `reward_mean_first`, `reward_mean_last`, `kl_last` and,
 with eval prompts, `eval_reward_before` / `eval_reward_after` (mean reward of sampled responses).
 """
 
@@ -50,21 +51,22 @@ def check(plan: Plan) -> None:
 
 def train(run: Run, echo: Echo) -> Trained:
     import torch
-    from peft import get_peft_model
 
     from tunekit.data.formats import prompts_only
+    from tunekit.models.loading import new_token_ids
     from tunekit.rl.ppo_loop import PPOLoop
     from tunekit.rl.rewards import reward_source
     from tunekit.rl.rollout import ValueHead
-    from tunekit.train.builders import count_parameters, peft_config
+    from tunekit.train.builders import count_parameters, peft_config, save_adapter, wrap
     from tunekit.train.preflight import is_peft
+    from tunekit.train.samples import sampler_for
 
     recipe, settings = run.recipe, run.recipe.ppo
     torch.manual_seed(recipe.training.seed)
     model, reference = run.model, None
-    peft = peft_config(recipe.adapter, model)
+    peft = peft_config(recipe.adapter, model, new_tokens=new_token_ids(run.tokenizer, recipe.model.add_tokens))
     if peft is not None:
-        model = get_peft_model(model, peft)
+        model = wrap(run, peft)
     elif not is_peft(model):
         reference = copy.deepcopy(model).eval().requires_grad_(False)  # full fine-tuning: a frozen copy
     value_head = ValueHead(model.config.hidden_size).to(model.device)
@@ -86,13 +88,19 @@ def train(run: Run, echo: Echo) -> Trained:
     before = {"eval_reward": loop.evaluate(eval_prompts)} if eval_prompts else {}
     if before:
         echo(f"before training: eval reward {before['eval_reward']:.4f}")
+    sampler = sampler_for(run, echo, score=reward)
+    if sampler is not None:
+        sampler(model, 0)
     started = time.perf_counter()
-    history = loop.train(_batches(prompts, _rollouts(recipe), recipe.training.seed), run.out, echo)
-    runtime = time.perf_counter() - started
+    history = loop.train(_batches(prompts, _rollouts(recipe), recipe.training.seed), run.log, echo, sampler)
+    runtime = time.perf_counter() - started - (sampler.seconds if sampler is not None else 0.0)
+    if sampler is not None:
+        sampler(model, steps)
     after = {"eval_reward": loop.evaluate(eval_prompts)} if eval_prompts else {}
 
     final = run.out / "final"
     model.save_pretrained(str(final))
+    save_adapter(model, run)
     run.tokenizer.padding_side = "right"  # what the other commands and trainers expect to load
     run.tokenizer.save_pretrained(str(final))
     torch.save(value_head.state_dict(), run.out / "value_head.pt")
@@ -113,6 +121,7 @@ def train(run: Run, echo: Echo) -> Trained:
         eval_examples=len(eval_prompts),
         figures=figures,
         final=final,
+        samples=sampler.pairs() if sampler is not None else [],
         closing=f"reward {figures['reward_mean_first']:.4f} -> {figures['reward_mean_last']:.4f}, "
         f"KL {figures['kl_last']:.4f}",
     )

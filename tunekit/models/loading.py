@@ -81,6 +81,29 @@ def load_tokenizer(path: str, section: ModelSection) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def add_tokens(tokenizer: PreTrainedTokenizerBase, tokens: list[str]) -> PreTrainedTokenizerBase:
+    """`model.add_tokens` into the tokenizer (tokenizers' own add_tokens); one it already has is an error,
+    since its embedding row is already trained and would not be the new one the recipe means."""
+    known = [token for token in tokens if token in tokenizer.get_vocab()]
+    if known:
+        raise UserError(f"model.add_tokens: {', '.join(known)} already in the tokenizer's vocabulary")
+    if tokens:
+        tokenizer.add_tokens(tokens)
+    return tokenizer
+
+
+def new_token_ids(tokenizer: PreTrainedTokenizerBase, tokens: list[str]) -> list[int]:
+    return [int(tokenizer.convert_tokens_to_ids(token)) for token in tokens]
+
+
+def grow_embeddings(model: Any, tokenizer: PreTrainedTokenizerBase) -> Any:
+    """Resize the input (and output) embeddings to the tokenizer (transformers' resize_token_embeddings: new
+    rows start at the mean of the old ones), so the added tokens have rows to train."""
+    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
 def load_model(
     ref: ModelRef,
     section: ModelSection,

@@ -1,7 +1,7 @@
 """tunekit's PPO loop: sample, score, shape rewards with a KL leash, GAE on a value head, clipped updates.
 
     >>> loop = PPOLoop(recipe, tokenizer, model, reference, value_head, reward, steps)  # doctest: +SKIP
-    >>> history = loop.train(batches, out, print)                                         # doctest: +SKIP
+    >>> history = loop.train(batches, run.log, print, sampler)                            # doctest: +SKIP
 
 The maths (KL estimators, GAE, whitening, the clipped losses) is in tunekit.rl.ppo_math, the sampling
 and the per-token log-probs in tunekit.rl.rollout; tunekit.methods.ppo builds the parts and reports.
@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from tunekit.config import Recipe
-
-SAMPLES = 3  # generations written to samples.jsonl each time
 
 
 class PPOLoop:
@@ -34,10 +32,22 @@ class PPOLoop:
         self.model, self.reference, self.value_head, self.reward = model, reference, value_head, reward
         t = recipe.training
         params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
-        if t.optimizer == "sgd":
-            self.optimizer: Any = torch.optim.SGD(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+        optimizer_cls = torch.optim.SGD if t.optimizer == "sgd" else torch.optim.AdamW
+        if recipe.adapter.loraplus_lr_ratio:  # peft's LoRA+ groups for the adapter; the value head at the base rate
+            from peft.optimizers import create_loraplus_optimizer
+
+            self.optimizer: Any = create_loraplus_optimizer(
+                model,
+                optimizer_cls,
+                lr=t.learning_rate,
+                loraplus_lr_ratio=recipe.adapter.loraplus_lr_ratio,
+                loraplus_weight_decay=t.weight_decay,
+            )
+            self.optimizer.add_param_group(
+                {"params": list(value_head.parameters()), "lr": t.learning_rate, "weight_decay": t.weight_decay}
+            )
         else:
-            self.optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+            self.optimizer = optimizer_cls(params, lr=t.learning_rate, weight_decay=t.weight_decay)
         warmup = int(t.warmup_steps * steps) if t.warmup_steps < 1 else int(t.warmup_steps)
         self.scheduler = get_scheduler(
             t.lr_scheduler, self.optimizer, num_warmup_steps=warmup, num_training_steps=steps
@@ -74,12 +84,16 @@ class PPOLoop:
             scores -= self.settings.missing_eos_penalty * (~batch.ended.cpu()).float()
         return scores.to(batch.mask.device)
 
-    def train(self, batches: Iterator[list[Any]], out: Any, echo: Callable[[str], None]) -> list[dict[str, float]]:
+    def train(
+        self, batches: Iterator[list[Any]], log: Any, echo: Callable[[str], None], sampler: Any = None
+    ) -> list[dict[str, float]]:
+        """`steps` PPO steps; each logged step goes to `log` (tunekit.train.trackers.RunLog: metrics.jsonl and
+        the trackers), and every `training.sample_every` steps `sampler` writes greedy samples."""
         from tqdm.auto import tqdm
 
         from tunekit.train.callbacks import weights_finite
-        from tunekit.train.rundir import append_metrics
 
+        every = self.recipe.training.sample_every
         history = []
         bar = tqdm(total=self.steps, desc="ppo", unit="step", dynamic_ncols=True, disable=None)
         for step in range(1, self.steps + 1):
@@ -90,18 +104,18 @@ class PPOLoop:
             stats.update(step=step, kl_coef=self.kl.value, learning_rate=self.scheduler.get_last_lr()[0])
             if not math.isfinite(stats["loss"]) or not weights_finite(self.params):
                 bar.close()
-                append_metrics(out, stats)
+                log.metrics(stats)
                 raise _diverged(step, stats, history)
             history.append(stats)
             bar.update(1)
             if step % self.recipe.training.logging_steps == 0 or step == self.steps:
-                append_metrics(out, stats)
+                log.metrics(stats)
                 bar.write(
                     f"step {step}/{self.steps}  reward {stats['reward_mean']:.4g}  kl {stats['kl']:.4g}  "
                     f"loss {stats['loss']:.4g}"
                 )
-            if step % self.settings.sample_every == 0 or step == 1:
-                _write_samples(out, step, rollout)
+            if sampler is not None and every and step % every == 0 and step != self.steps:
+                sampler(self.model, step)
         bar.close()
         return history
 
@@ -219,17 +233,3 @@ def _diverged(step: int, stats: dict[str, float], history: list[dict[str, float]
         f"training stopped at step {step}: {what} ({last}); no final/ was written (tunekit ppo saves no "
         "checkpoints); lower training.learning_rate, or check the reward source"
     )
-
-
-def _write_samples(out: Any, step: int, rollout: Rollout) -> None:
-    import json
-
-    with (out / "samples.jsonl").open("a", encoding="utf-8") as handle:
-        for i in range(min(SAMPLES, len(rollout.batch.prompts))):
-            row = {
-                "step": step,
-                "prompt": rollout.batch.prompts[i],
-                "completion": rollout.batch.completions[i],
-                "reward": round(float(rollout.scores[i]), 4),
-            }
-            handle.write(json.dumps(row) + "\n")

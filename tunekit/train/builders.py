@@ -24,6 +24,7 @@ from peft import (
 )
 
 from tunekit.config.schema import AdapterSection, Recipe
+from tunekit.models.loading import new_token_ids
 from tunekit.train.preflight import is_peft
 
 if TYPE_CHECKING:
@@ -38,14 +39,34 @@ OPTIMIZERS = {
 }
 
 
+# adapter.init -> peft's init_lora_weights. PiSSA takes the exact SVD: the randomised one would differ
+# between the start of a run and its --resume, and the base keeps what the adapter took from it.
+LORA_INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora", "loftq": "loftq"}
+CONVERTED_INITS = ("pissa", "olora")  # the base keeps a residual: final/ is converted to a plain LoRA
+INITIAL_ADAPTER = "adapter_init"  # run-folder subfolder: the adapter as initialised, for that conversion
+
+
 def peft_config(
-    adapter: AdapterSection, model: Any = None, task_type: str = "CAUSAL_LM", tokenizer_path: str | None = None
+    adapter: AdapterSection,
+    model: Any = None,
+    task_type: str = "CAUSAL_LM",
+    tokenizer_path: str | None = None,
+    new_tokens: list[int] | None = None,
 ) -> PeftConfig | None:
     """A new adapter for the recipe (LoRA or a soft prompt); None for full fine-tuning or when `model`
-    already carries the adapter to train. `tokenizer_path` tokenises a prompt_tuning init text."""
+    already carries the adapter to train. `tokenizer_path` tokenises a prompt_tuning init text;
+    `new_tokens` (ids of `model.add_tokens`): the embedding and output head train in full next to LoRA."""
     if adapter.type == "none" or is_peft(model):
         return None
     if adapter.type in ("lora", "qlora"):
+        from peft import LoftQConfig
+
+        saved = list(adapter.modules_to_save)
+        if new_tokens:
+            saved += [name for name in embedding_modules(model) if name not in saved]
+        # peft's SEQ_CLS trains a new head named `classifier` or `score`; T5 and BART name theirs so
+        if task_type == "SEQ_CLS" and hasattr(model, "classification_head"):
+            saved.append("classification_head")
         return LoraConfig(
             r=adapter.r,
             lora_alpha=adapter.alpha,
@@ -53,10 +74,11 @@ def peft_config(
             target_modules=adapter.target_modules,
             bias=adapter.bias,
             task_type=task_type,
-            # peft's SEQ_CLS trains a new head named `classifier` or `score`; T5 and BART name theirs so
-            modules_to_save=["classification_head"]
-            if task_type == "SEQ_CLS" and hasattr(model, "classification_head")
-            else None,
+            modules_to_save=saved or None,
+            use_dora=adapter.use_dora,
+            use_rslora=adapter.use_rslora,
+            init_lora_weights=LORA_INIT[adapter.init],
+            loftq_config=LoftQConfig(loftq_bits=4) if adapter.init == "loftq" else {},
         )
     common: dict[str, Any] = {"task_type": task_type, "num_virtual_tokens": adapter.num_virtual_tokens}
     if adapter.type == "prompt_tuning":
@@ -77,6 +99,18 @@ def peft_config(
         encoder_hidden_size=adapter.encoder_hidden_size,
         encoder_reparameterization_type=adapter.encoder_type.upper(),
     )
+
+
+def embedding_modules(model: Any) -> list[str]:
+    """Names of the input embedding and the output head (tied or not): what `model.add_tokens` trains in full
+    under LoRA (peft's modules_to_save). trl's SFT computes its loss from `lm_head.weight` itself (its fused
+    LM head), which peft's trainable tokens leave unchanged, so the new rows would not learn to be predicted."""
+    names = {id(module): name for name, module in model.named_modules()}
+    found = [names[id(model.get_input_embeddings())]]
+    output = model.get_output_embeddings()
+    if output is not None:
+        found.append(names[id(output)])
+    return found
 
 
 def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval: bool) -> dict[str, Any]:
@@ -108,7 +142,7 @@ def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval
         "save_total_limit": None,  # tunekit.train.checkpoints rotates the complete ones; the Trainer sees one at a time
         "seed": t.seed,
         "data_seed": t.seed,
-        "report_to": "none",  # TensorBoard goes through `callbacks()`, into the run folder
+        "report_to": "none",  # every tracker goes through tunekit.train.trackers.RunLog, with the same figures
         "bf16": model_dtype == torch.bfloat16,
         "fp16": recipe.model.dtype == "fp16",
         "use_cpu": not torch.cuda.is_available(),  # bf16 autocast on a CPU needs it said
@@ -117,6 +151,8 @@ def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval
         # the graph for weights without a gradient (transformers' default does, and warns on every rank).
         "ddp_find_unused_parameters": False,
         "dataloader_num_workers": 0,
+        "neftune_noise_alpha": t.neftune_noise_alpha,
+        "torch_compile": t.torch_compile,
     }
 
 
@@ -153,21 +189,32 @@ def trainer_inputs(
 
     train = run.data.train if train is None else train
     evaluation = run.data.eval if evaluation is None else evaluation
-    adapter = peft_config(run.recipe.adapter, run.model, task_type, tokenizer_path=run.ref.tokenizer_path)
+    recipe = run.recipe
+    adapter = peft_config(
+        recipe.adapter,
+        run.model,
+        task_type,
+        run.ref.tokenizer_path,
+        new_token_ids(run.tokenizer, recipe.model.add_tokens),
+    )
     inputs: dict[str, Any] = {
         "model": run.model,
         "train_dataset": trainer_rows(train),
         "eval_dataset": trainer_rows(evaluation) if evaluation is not None and len(evaluation) else None,
         "processing_class": run.tokenizer,
         "peft_config": adapter,
-        "callbacks": callbacks(run.recipe, run.out),
+        "callbacks": callbacks(recipe, run.out, run.log),
     }
-    if wrap_peft:
+    # LoRA+ builds its optimizer over the adapter's parameters, and PiSSA / OLoRA save the adapter as it
+    # starts: both need the model wrapped before the trainer is made.
+    if wrap_peft or (
+        adapter is not None and (recipe.adapter.loraplus_lr_ratio or recipe.adapter.init in CONVERTED_INITS)
+    ):
         del inputs["peft_config"]
         if adapter is not None:
-            from peft import get_peft_model
-
-            inputs["model"] = get_peft_model(run.model, adapter)
+            inputs["model"] = wrap(run, adapter)
+        if recipe.adapter.loraplus_lr_ratio and is_peft(inputs["model"]):
+            inputs["optimizers"] = (loraplus_optimizer(run, inputs["model"]), None)
     return inputs
 
 
@@ -175,3 +222,45 @@ def trainer_rows(dataset: Any) -> Any:
     """A dataset without tunekit's bookkeeping columns (`_source`: which source gave the row)."""
     names = dataset.column_names or []
     return dataset.remove_columns([name for name in names if name.startswith("_")])
+
+
+def wrap(run: Run, adapter: PeftConfig) -> Any:
+    """The model in its new adapter (peft's get_peft_model); PiSSA / OLoRA keep the adapter as initialised
+    in the run folder, to convert final/ to a plain LoRA on the original base (`save_adapter`)."""
+    from peft import get_peft_model
+
+    from tunekit.train.launch import is_main_process
+
+    model = get_peft_model(run.model, adapter)
+    if run.recipe.adapter.init in CONVERTED_INITS and is_main_process():
+        model.save_pretrained(str(run.out / INITIAL_ADAPTER))
+    return model
+
+
+def save_adapter(model: Any, run: Run) -> None:
+    """PiSSA / OLoRA: rewrite final/ as peft converts it, a plain LoRA of rank 2r that applies to the original
+    base (peft's path_initial_model_for_weight_conversion), so plain peft loads it on the base it names."""
+    from tunekit.train.launch import is_main_process
+
+    if run.recipe.adapter.init in CONVERTED_INITS and is_peft(model) and is_main_process():
+        initial = run.out / INITIAL_ADAPTER
+        model.save_pretrained(str(run.out / "final"), path_initial_model_for_weight_conversion=str(initial))
+
+
+def loraplus_optimizer(run: Run, model: Any) -> Any:
+    """LoRA+ (peft's create_loraplus_optimizer): the recipe's optimizer, B matrices at `loraplus_lr_ratio`
+    times the learning rate. The optimizer class and its keywords are the Trainer's own for `training.optimizer`."""
+    from peft.optimizers import create_loraplus_optimizer
+    from transformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(**trainer_kwargs(run.recipe, run.out, run.dtype, has_eval=False))
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    kwargs = dict(kwargs)
+    return create_loraplus_optimizer(
+        model,
+        optimizer_cls,
+        lr=kwargs.pop("lr"),
+        loraplus_lr_ratio=run.recipe.adapter.loraplus_lr_ratio,
+        loraplus_weight_decay=run.recipe.training.weight_decay,
+        **kwargs,
+    )

@@ -19,43 +19,33 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from tunekit.config import Recipe
-from tunekit.train.launch import is_main_process
-from tunekit.train.rundir import append_metrics
+from tunekit.train.trackers import RunLog
 
 
-def callbacks(recipe: Recipe, out: Path) -> list[TrainerCallback]:
-    """metrics.jsonl always; TensorBoard event files in `output_dir/tensorboard` when asked for.
-
-    Also what makes runs resumable: atomic checkpoints, a checkpoint on SIGINT/SIGTERM, per-process seeds.
-    """
+def callbacks(recipe: Recipe, out: Path, log: RunLog) -> list[TrainerCallback]:
+    """metrics.jsonl and the trackers (tunekit.train.trackers.RunLog), the progress line, and what makes runs
+    resumable: atomic checkpoints, a checkpoint on SIGINT/SIGTERM, per-process seeds."""
     from tunekit.train.checkpoints import CheckpointWriter, ProcessSeed, StopOnSignal
 
-    chosen: list[TrainerCallback] = [
-        MetricsLogger(out),
+    return [
+        MetricsLogger(log),
         ProgressReporter(),
         CheckpointWriter(recipe, out),
         StopOnSignal(),
         StopOnNonFinite(),  # after StopOnSignal: a step that went non-finite is never saved
         ProcessSeed(recipe.training.seed),
     ]
-    # Rank 0 only: a SummaryWriter opens its event file when made, so each rank would add one.
-    if recipe.training.report_to == "tensorboard" and is_main_process():
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
-
-        chosen.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(out / "tensorboard"))))
-    return chosen
 
 
 class MetricsLogger(TrainerCallback):
-    """Append each log record to metrics.jsonl (main process only)."""
+    """Each log record to metrics.jsonl and the trackers (main process only)."""
 
-    def __init__(self, out: Path) -> None:
-        self.out = out
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         if state.is_world_process_zero and logs:
-            append_metrics(self.out, {"step": state.global_step, **logs})
+            self.log.metrics({"step": state.global_step, **logs})
 
 
 class ProgressReporter(TrainerCallback):

@@ -53,6 +53,12 @@ UNHASHED = frozenset(
         "training.save_steps",
         "training.save_total_limit",
         "training.report_to",
+        "training.run_name",
+        "training.project",
+        "training.sample_every",
+        "training.sample_prompts",
+        "training.sample_count",
+        "training.sample_max_new_tokens",
     }
 )
 

@@ -35,9 +35,10 @@ def fit_trainer(
     """The first evaluation runs inside `train()` (transformers' `eval_on_start`), after the model is wrapped
     for DDP / FSDP / DeepSpeed, so an evaluation never reaches the model unprepared. A resumed run takes
     its "before" figures from the checkpoint instead of evaluating the checkpoint."""
-    from tunekit.train.builders import count_parameters
+    from tunekit.train.builders import count_parameters, save_adapter
     from tunekit.train.callbacks import FirstEvaluation, RequireDDP, figures_line, replace_printers
     from tunekit.train.rundir import where
+    from tunekit.train.samples import SampleCallback, sampler_for
 
     recipe, data, out = run.recipe, run.data, run.out
     replace_printers(trainer)
@@ -53,13 +54,21 @@ def fit_trainer(
             echo("before training (when the run started): " + figures_line(earlier))
         else:
             trainer.args.eval_on_start = True
+    sampler = sampler_for(run, echo)
+    if sampler is not None and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        echo("note: no samples: generating on rank 0 alone would stall the other ranks' sharded weights")
+        sampler = None
+    if sampler is not None:
+        trainer.add_callback(SampleCallback(sampler))
     started = time.perf_counter()
     result = _train(trainer, run, echo)
-    runtime = time.perf_counter() - started - first.seconds  # training alone
+    sampling = sampler.seconds if sampler is not None else 0.0
+    runtime = time.perf_counter() - started - first.seconds - sampling  # training alone
     after = _evaluate(trainer, figures, extra_eval) if trainer.eval_dataset is not None else {}
 
     final = out / "final"
     trainer.save_model(str(final))  # every rank: FSDP / ZeRO-3 gather the weights; rank 0 writes
+    save_adapter(trainer.model, run)  # PiSSA / OLoRA: converted to a LoRA of the original base
     if trainer.is_world_process_zero():
         run.tokenizer.save_pretrained(str(final))
     # Tokens trained by this run: after a resume transformers counts on from the checkpoint's total.
@@ -76,6 +85,7 @@ def fit_trainer(
         tokens=tokens,
         figures={**_scale_figures(trainer, run), **(extra_summary or {})},
         final=final,
+        samples=sampler.pairs() if sampler is not None else [],
     )
 
 

@@ -33,6 +33,7 @@ from tunekit.folders import Claim, folder_path
 from tunekit.models.refs import ModelRef, resolve
 from tunekit.train.rundir import RunOptions, claim_run_dir, prepare_run_dir, run_target
 from tunekit.train.summary import Trained, build_summary, print_result, write_summary
+from tunekit.train.trackers import RunLog, check_installed
 
 Echo = Callable[[str], None]
 
@@ -71,6 +72,7 @@ class Run:
     model: Any
     out: Path  # where this attempt writes (plan.out): what every method and callback writes into
     dtype: Any  # torch.dtype the run computes in
+    log: RunLog  # metrics.jsonl, samples.jsonl and the trackers: every figure goes through it
 
     @property
     def dest(self) -> Path:
@@ -120,6 +122,7 @@ def preflight(recipe: Recipe, options: RunOptions, run_folder: bool = True) -> P
     """
     from tunekit.train import launch
 
+    check_installed(recipe.training.report_to)  # before the run folder's lock is written
     folder = claim_run_dir(recipe, options) if run_folder and launch.is_main_process() else None
     try:
         plan = _checked(recipe, options)
@@ -132,10 +135,11 @@ def preflight(recipe: Recipe, options: RunOptions, run_folder: bool = True) -> P
 
 
 def _checked(recipe: Recipe, options: RunOptions) -> Plan:
-    from tunekit.models.loading import load_tokenizer
+    from tunekit.models.loading import add_tokens, load_tokenizer
     from tunekit.train import launch
     from tunekit.train.checkpoints import find_resume
-    from tunekit.train.preflight import check_environment, check_reward_source
+    from tunekit.train.preflight import check_environment, check_peft_options, check_reward_source
+    from tunekit.train.samples import sample_prompts
 
     ref = resolve(recipe.model.name_or_path, recipe.model.revision, build=True, download=True)
     method = module_for(recipe, ref)
@@ -143,7 +147,8 @@ def _checked(recipe: Recipe, options: RunOptions) -> Plan:
         data = load_data(recipe.data, recipe.training.seed, recipe.method, _label_order(recipe))
     check_environment(recipe)
     check_reward_source(recipe)
-    tokenizer = load_tokenizer(ref.tokenizer_path, recipe.model)
+    check_peft_options(recipe, ref, options)
+    tokenizer = add_tokens(load_tokenizer(ref.tokenizer_path, recipe.model), recipe.model.add_tokens)
     if data.conversational and not tokenizer.chat_template:
         raise UserError(
             f"{recipe.model.name_or_path} has no chat template, and {data.names} holds chat messages "
@@ -154,6 +159,7 @@ def _checked(recipe: Recipe, options: RunOptions) -> Plan:
     plan = Plan(recipe, options, ref, data, tokenizer, method, getattr(method, "HEAD", "causal-lm"), resume)
     if hasattr(method, "head"):
         plan.head = method.head(plan)
+    sample_prompts(plan)  # sample settings the model can take
     if hasattr(method, "check"):
         with launch.main_process_first():  # the method's check tokenises (sft, classify, pretrain)
             plan.prepared = method.check(plan)
@@ -171,7 +177,7 @@ def load(plan: Plan) -> Run:
     it, then write the run folder (rank 0; the other ranks wait for it)."""
     from transformers import set_seed
 
-    from tunekit.models.loading import load_model, resolve_dtype
+    from tunekit.models.loading import grow_embeddings, load_model, resolve_dtype
     from tunekit.train import launch
     from tunekit.train.checkpoints import clear_staging, trim_metrics
     from tunekit.train.preflight import check_adapter
@@ -191,6 +197,8 @@ def load(plan: Plan) -> Run:
         command=recipe.method,
         pad_token_id=plan.tokenizer.pad_token_id,
     )
+    if recipe.model.add_tokens:
+        model = grow_embeddings(model, plan.tokenizer)
     check_adapter(recipe.adapter, model)
     out = plan.out
     if plan.folder is not None:
@@ -199,12 +207,17 @@ def load(plan: Plan) -> Run:
         if plan.resume is not None:
             trim_metrics(out, plan.resume.step)  # the resumed run logs these steps again
     launch.wait_for_everyone()
-    return Run(plan, model, out, resolve_dtype(recipe.model.dtype))
+    return Run(plan, model, out, resolve_dtype(recipe.model.dtype), RunLog.open(recipe, out))
 
 
 def train(run: Run, echo: Echo) -> Trained:
-    """The method's own part: its trainer, trained and evaluated before and after, `final/` saved."""
-    return run.plan.method.train(run, echo)
+    """The method's own part: its trainer, trained and evaluated before and after, `final/` saved.
+    A run that fails or is stopped closes its trackers as failed."""
+    try:
+        return run.plan.method.train(run, echo)
+    except BaseException:
+        run.log.finish(failed=True)
+        raise
 
 
 def report(run: Run, trained: Trained, echo: Echo) -> dict[str, Any]:
@@ -214,6 +227,8 @@ def report(run: Run, trained: Trained, echo: Echo) -> dict[str, Any]:
     folder = run.plan.folder
     if folder is not None:
         write_summary(run.out, summary)
+    run.log.summary(summary)
+    run.log.finish(failed=summary.get("replicas_identical") is False)
     if summary.get("replicas_identical") is False:  # DDP failed to keep the copies in sync: not a result to trust
         print_result(summary, trained, echo)
         raise RuntimeError(

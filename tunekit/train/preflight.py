@@ -115,6 +115,10 @@ def check_adapter(adapter: AdapterSection, model: Any) -> None:
         )
     if adapter.type in SOFT_PROMPTS and model.get_input_embeddings() is None:
         raise UserError(f"adapter.type: {adapter.type} needs the model's input embeddings; {family} exposes none")
+    names = [name for name, _ in model.named_modules() if name]
+    for wanted in adapter.modules_to_save:
+        if not any(name == wanted or name.endswith("." + wanted) for name in names):
+            raise UserError(f"adapter.modules_to_save: {wanted} is not a module of this {family} model")
 
 
 def _has_attention_cache(model: Any) -> bool:
@@ -131,6 +135,46 @@ def _is_linear(module: Any) -> bool:
 
     # Conv1D: GPT-2's linear layers; bitsandbytes' Linear4bit / Linear8bitLt subclass nn.Linear.
     return isinstance(module, (torch.nn.Linear, Conv1D))
+
+
+def check_peft_options(recipe: Recipe, ref: Any, options: Any) -> None:
+    """Adapter and training options the libraries refuse in combination, checked before anything is written."""
+    import importlib.util
+
+    adapter = recipe.adapter
+    continued = ref.adapter is not None and adapter.existing == "continue" and adapter.type != "none"
+    if continued and (adapter.lora_settings or recipe.model.add_tokens):
+        keys = [f"adapter.{key}" for key in adapter.lora_settings] + (
+            ["model.add_tokens"] if recipe.model.add_tokens else []
+        )
+        raise UserError(
+            f"{', '.join(keys)}: settings of a new adapter; with adapter.existing: continue the adapter in "
+            f"{recipe.model.name_or_path} keeps its own (set adapter.existing: merge to start a new one)"
+        )
+    if adapter.init in ("pissa", "olora") and adapter.use_dora:
+        # peft converts the trained adapter to a plain LoRA of the original base from A and B alone
+        raise UserError(
+            f"adapter.init: {adapter.init} with adapter.use_dora: peft's conversion of the result to a LoRA of the "
+            "original base covers A and B, not DoRA's magnitude; use init default or gaussian with DoRA"
+        )
+    if adapter.init == "loftq":
+        import torch
+
+        if not (torch.cuda.is_available() or torch.xpu.is_available()):
+            raise UserError(
+                "adapter.init: loftq needs a CUDA or XPU GPU (peft 0.21 computes the LoftQ decomposition there); "
+                "use init pissa or olora on a CPU"
+            )
+        if importlib.util.find_spec("scipy") is None:
+            raise UserError('adapter.init: loftq needs scipy (peft uses it): pip install "scipy"')
+    if adapter.loraplus_lr_ratio and options.accelerate_config:
+        from tunekit.train.launch import read_config, resolve_config
+
+        if read_config(resolve_config(options.accelerate_config)).get("distributed_type") == "FSDP":
+            raise UserError(
+                "adapter.loraplus_lr_ratio: transformers' Trainer takes no optimizer of its own under FSDP; "
+                "use DDP or DeepSpeed, or leave LoRA+ off"
+            )
 
 
 def check_environment(recipe: Recipe) -> None:

@@ -64,6 +64,7 @@ class Trained:
     figures: dict[str, Any] = field(default_factory=dict)  # the method's own summary keys
     final: Path | None = None
     closing: str = ""  # what the closing line says in place of the train loss (PPO: reward and KL)
+    samples: list[tuple[dict, dict]] = field(default_factory=list)  # (before, after) answers (train.samples)
 
 
 def build_summary(recipe: Recipe, data: Data, trained: Trained) -> dict[str, Any]:
@@ -101,3 +102,7 @@ def print_result(summary: dict[str, Any], trained: Trained, echo: Callable[[str]
         echo("after training: " + figures_line(trained.after))
     if trained.final is not None:
         echo(f"saved {trained.final}")
+    if trained.samples:  # last, so a run ends by showing what the model learned
+        from tunekit.train.samples import block
+
+        echo(block(trained.samples))

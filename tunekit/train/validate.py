@@ -63,8 +63,10 @@ class Report:
 
 def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     from tunekit.train.rundir import check_output_dir
+    from tunekit.train.trackers import check_installed
 
     check_output_dir(recipe)  # never the current or home directory, the model's or the data's folder
+    check_installed(recipe.training.report_to)
     ref = resolve(recipe.model.name_or_path, recipe.model.revision)
     preview = _preview(ref)
     check_reward_source(recipe)
