@@ -46,11 +46,13 @@ def peft_config(
     if adapter.type == "none" or is_peft(model):
         return None
     if adapter.type in ("lora", "qlora"):
+        modules, parameters = lora_targets(model, adapter.target_modules)
         return LoraConfig(
             r=adapter.r,
             lora_alpha=adapter.alpha,
             lora_dropout=adapter.dropout,
-            target_modules=adapter.target_modules,
+            target_modules=modules,
+            target_parameters=parameters,
             bias=adapter.bias,
             task_type=task_type,
             # peft's SEQ_CLS trains a new head named `classifier` or `score`; T5 and BART name theirs so
@@ -77,6 +79,32 @@ def peft_config(
         encoder_hidden_size=adapter.encoder_hidden_size,
         encoder_reparameterization_type=adapter.encoder_type.upper(),
     )
+
+
+def lora_targets(model: Any, targets: str | list[str]) -> tuple[str | list[str], list[str] | None]:
+    """peft's `target_modules` and `target_parameters` for `adapter.target_modules`.
+
+    transformers 5 stores a mixture-of-experts layer's experts as 3-D parameters (experts x out x in), not as
+    nn.Linear modules, and its router as a custom module. On such a model `all-linear` means every nn.Linear
+    (attention; not the output layer or a classifier head) plus LoRA on each expert's matrices through peft's
+    `target_parameters`; the router stays frozen with no adapter, so tokens keep the routing (and the load
+    balance) the model was trained with. (peft 0.21's own `all-linear` on Mixtral also puts LoRA on the router.)
+    """
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    if targets != "all-linear" or model is None:
+        return targets, None
+    experts = sorted(name for name, param in model.named_parameters() if param.ndim == 3)
+    if not experts:
+        return targets, None
+    heads = {model.get_output_embeddings(), *(getattr(model, name, None) for name in ("score", "classifier"))}
+    linear = sorted(
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, (torch.nn.Linear, Conv1D)) and module not in heads
+    )
+    return linear, experts
 
 
 def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval: bool) -> dict[str, Any]:
