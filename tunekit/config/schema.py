@@ -339,13 +339,21 @@ class ClassifySection(Section):
 
 
 class PretrainSection(Section):
-    objective: Literal["auto", "clm", "mlm"] = Field(
+    objective: Literal["auto", "clm", "mlm", "span_corruption"] = Field(
         "auto",
         description="clm: next-token prediction (decoder-only models); mlm: masked-token prediction "
-        "(encoder-only models, BERT family); auto picks from the model's family.",
+        "(encoder-only models, BERT family); span_corruption: T5's, spans replaced by sentinel tokens in the input "
+        "and spelled out in the target (encoder-decoders with sentinels, T5 family); auto picks from the model's family.",
     )
-    block_size: int = Field(1024, ge=8, description="Tokens per training block (documents are concatenated, then cut).")
+    block_size: int = Field(
+        1024,
+        ge=8,
+        description="Tokens per training block (documents are concatenated, then cut); span_corruption: before "
+        "corruption (the input keeps about 1 - noise_density of them, plus a sentinel per span).",
+    )
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked for prediction.")
+    noise_density: float = Field(0.15, gt=0, lt=1, description="span_corruption: share of tokens hidden in spans.")
+    mean_span_length: float = Field(3.0, ge=1, description="span_corruption: mean length of a hidden span, in tokens.")
 
 
 class RecipeBase(Section):

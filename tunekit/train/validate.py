@@ -21,6 +21,7 @@ from tunekit.config.schema import ClassifyRecipe, GRPORecipe, PPORecipe, Pretrai
 from tunekit.data import Data, load_data
 from tunekit.data.preview import Preview, Rendered
 from tunekit.data.sources import resolve_source
+from tunekit.data.spans import corrupt, sentinel_ids
 from tunekit.errors import DataError, UserError
 from tunekit.models.refs import ModelRef, resolve
 from tunekit.models.tiny import tiny_arch
@@ -73,13 +74,17 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
         report.notes.append(f"data rows not checked: {err}")
         return report
     report = Report(recipe, ref.describe(), data)
+    spans = isinstance(recipe, PretrainRecipe) and _span_corruption(recipe, ref)
     if isinstance(recipe, PretrainRecipe):
+        section = recipe.pretrain
         objective = {
             "clm": "next-token prediction",
-            "mlm": f"the masked {recipe.pretrain.mlm_probability:.0%} of tokens",
+            "mlm": f"the masked {section.mlm_probability:.0%} of tokens",
             "auto": "next tokens (decoder-only) or masked tokens (encoder-only)",
-        }[recipe.pretrain.objective]
-        size = recipe.pretrain.block_size
+            "span_corruption": f"the target: {section.noise_density:.0%} of the tokens hidden in spans of "
+            f"{section.mean_span_length:g} on average, each span a sentinel in the input",
+        }["span_corruption" if spans else section.objective]
+        size = section.block_size
         report.notes.append(
             f"pretrain: documents are concatenated and cut into blocks of {size} tokens; loss on {objective}"
         )
@@ -111,6 +116,10 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
             labels.append(label)
     report.examples = rendered[:examples]
     report.example_labels = labels[:examples]
+    if spans and examples:  # the first block as the model sees it, in place of the first document
+        assert isinstance(recipe, PretrainRecipe)
+        report.examples = [_corrupted_block(preview, data, recipe), *report.examples[: examples - 1]]
+        report.example_labels = ["span corruption: input, then the target", *report.example_labels[: examples - 1]]
     sampled = len(data.train) > MAX_ROWS_MEASURED
     report.stats = _length_stats(rendered, None if not sampled else len(data.train), _limit(recipe))
     return report
@@ -147,6 +156,40 @@ def _preview(ref: ModelRef) -> Preview | None:
     if ref.adapter is not None and ref.base.kind == "tiny" and not (folder / "tokenizer.json").exists():
         return Preview.from_tiny(tiny_arch(ref.base.name))
     return Preview.from_folder(folder) if (folder / "tokenizer.json").exists() else None
+
+
+def _span_corruption(recipe: PretrainRecipe, ref: ModelRef) -> bool:
+    """The objective the run takes: span corruption for an encoder-decoder unless the recipe names another
+    (which the run then refuses, naming the model)."""
+    objective = recipe.pretrain.objective
+    return objective == "span_corruption" or (objective == "auto" and ref.is_encoder_decoder)
+
+
+def _corrupted_block(preview: Preview, data: Data, recipe: PretrainRecipe) -> Rendered:
+    """The first block of train's documents, corrupted as the run corrupts a held-out block (the run's seed):
+    the encoder's input with its sentinels, a newline, then the target (marked, it carries the loss)."""
+    import random
+
+    section, tokenizer = recipe.pretrain, preview.tokenizer
+    size = section.block_size
+    sentinels = sentinel_ids(
+        tokenizer.token_to_id, size, section.noise_density, section.mean_span_length, recipe.model.name_or_path
+    )
+    stream: list[int] = []
+    for row in data.train:
+        stream += tokenizer.encode(row["text"]).ids
+        if len(stream) >= size:
+            break
+    if len(stream) < size:
+        raise DataError(f"{recipe.data.train}: {len(stream)} tokens of text, less than one block of {size}")
+    eos = tokenizer.token_to_id(preview.special.get("eos_token", ""))
+    assert eos is not None, "a tokenizer with sentinels has an EOS token"
+    inputs, target = corrupt(
+        stream[:size], sentinels, eos, section.noise_density, section.mean_span_length, random.Random(recipe.training.seed)
+    )
+    source, shown = (tokenizer.decode(ids, skip_special_tokens=False) for ids in (inputs, target))
+    text = f"{source}\n{shown}"
+    return Rendered(text, [(len(source) + 1, len(text))], inputs + target, [0] * len(inputs) + [1] * len(target))
 
 
 def _label_order(recipe: Recipe) -> list[str] | None:
