@@ -28,7 +28,12 @@ def register(app: typer.Typer) -> None:
     @app.command("tiny-model")
     def tiny_model(
         output: Path = typer.Argument(..., help="Folder to write (must not exist or be empty).", show_default=False),
-        arch: Arch = typer.Option(Arch.llama, "--arch", help="Architecture: bloom has ALiBi positions, mixtral is a mixture of experts, t5 and bart are encoder-decoders."),
+        arch: Arch = typer.Option(
+            Arch.llama,
+            "--arch",
+            help="Architecture: bloom has ALiBi positions, mixtral is a mixture of experts, t5 and bart are "
+            "encoder-decoders.",
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed for the random weights; same seed, same files."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing, non-empty folder."),
     ) -> None:

@@ -343,7 +343,8 @@ class PretrainSection(Section):
         "auto",
         description="clm: next-token prediction (decoder-only models); mlm: masked-token prediction "
         "(encoder-only models, BERT family); span_corruption: T5's, spans replaced by sentinel tokens in the input "
-        "and spelled out in the target (encoder-decoders with sentinels, T5 family); auto picks from the model's family.",
+        "and spelled out in the target (encoder-decoders with sentinels, T5 family); auto picks from the model's "
+        "family.",
     )
     block_size: int = Field(
         1024,

@@ -65,7 +65,9 @@ def corrupt(
     return inputs + [eos], target + [eos]
 
 
-def sentinel_ids(token_to_id: Callable[[str], int | None], block: int, density: float, mean_span: float, model: str) -> list[int]:
+def sentinel_ids(
+    token_to_id: Callable[[str], int | None], block: int, density: float, mean_span: float, model: str
+) -> list[int]:
     """The ids of `<extra_id_0>`, `<extra_id_1>`, ... a block of `block` tokens needs; UserError when the tokenizer
     lacks them (BART has none) or has fewer than the block's spans."""
     _, spans = span_counts(block, density, mean_span)

@@ -210,7 +210,9 @@ def peft_config(config: dict[str, Any], setup: Setup, model: Any = None) -> Any:
     if setup.method in ADAPTER_METHODS:
         modules, parameters = lora_targets(model, targets)  # as training resolves them (mixture-of-experts)
         if parameters and setup.lora_dropout:
-            raise UserError("--lora-dropout: peft's LoRA on the 3-D expert weights of a mixture of experts takes none; use 0")
+            raise UserError(
+                "--lora-dropout: peft's LoRA on the 3-D expert weights of a mixture of experts takes none; use 0"
+            )
         return LoraConfig(
             r=setup.lora_r,
             lora_alpha=2 * setup.lora_r,

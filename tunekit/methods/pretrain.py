@@ -131,7 +131,8 @@ def check_model(recipe: Recipe, ref: ModelRef) -> tuple[str, int]:
         return "span_corruption", _fits_positions(section.block_size, config, name)
     if section.objective == "span_corruption":
         raise UserError(
-            f"pretrain.objective: span_corruption needs an encoder-decoder model (T5 family); {name} is a {family} model"
+            f"pretrain.objective: span_corruption needs an encoder-decoder model (T5 family); {name} is a "
+            f"{family} model"
         )
     encoder_only = family in MODEL_FOR_MASKED_LM_MAPPING_NAMES
     objective = section.objective if section.objective != "auto" else ("mlm" if encoder_only else "clm")
@@ -192,7 +193,9 @@ class SpanCorruption:
     def corrupt_all(self, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for block in blocks:
-            inputs, target = corrupt(block["input_ids"], self.sentinels, self.eos, self.density, self.mean_span, self.rng)
+            inputs, target = corrupt(
+                block["input_ids"], self.sentinels, self.eos, self.density, self.mean_span, self.rng
+            )
             out.append({"input_ids": inputs, "labels": target})
         return out
 

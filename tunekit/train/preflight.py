@@ -94,8 +94,8 @@ def check_adapter(adapter: AdapterSection, model: Any) -> None:
 
         if lora_targets(model, adapter.target_modules)[1]:
             raise UserError(
-                f"adapter.dropout: {adapter.dropout} cannot apply to the experts of this {family} model (peft's LoRA on "
-                "3-D expert weights takes no dropout); set adapter.dropout: 0"
+                f"adapter.dropout: {adapter.dropout} cannot apply to the experts of this {family} model (peft's "
+                "LoRA on 3-D expert weights takes no dropout); set adapter.dropout: 0"
             )
     if adapter.type == "prefix_tuning" and not _has_attention_cache(model):
         raise UserError(

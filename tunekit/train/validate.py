@@ -185,7 +185,12 @@ def _corrupted_block(preview: Preview, data: Data, recipe: PretrainRecipe) -> Re
     eos = tokenizer.token_to_id(preview.special.get("eos_token", ""))
     assert eos is not None, "a tokenizer with sentinels has an EOS token"
     inputs, target = corrupt(
-        stream[:size], sentinels, eos, section.noise_density, section.mean_span_length, random.Random(recipe.training.seed)
+        stream[:size],
+        sentinels,
+        eos,
+        section.noise_density,
+        section.mean_span_length,
+        random.Random(recipe.training.seed),
     )
     source, shown = (tokenizer.decode(ids, skip_special_tokens=False) for ids in (inputs, target))
     text = f"{source}\n{shown}"
