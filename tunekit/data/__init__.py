@@ -12,9 +12,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunekit.config.schema import DataSection
+from tunekit.config.schema import DataSection, Recipe
 from tunekit.data.formats import check_rows, class_labels, normalised_kind, resolve_format
 from tunekit.data.sources import read_rows
+from tunekit.data.tagging import resolve_tags
 from tunekit.errors import DataError, UserError
 
 # The row kinds each method trains on (after normalisation); KTO also takes pairs, unpaired on the fly.
@@ -30,6 +31,8 @@ METHOD_KINDS: dict[str, tuple[str, ...]] = {
     "grpo": ("prompt", "prompt_completion", "messages", "preference"),
     "classify": ("classification",),
     "pretrain": ("text",),
+    "tag": ("tagging",),
+    "embed": ("pair", "triplet", "scored_pair"),
 }
 KIND_FIELDS = {
     "text": "text",
@@ -39,6 +42,10 @@ KIND_FIELDS = {
     "unpaired": "prompt/completion/label",
     "prompt": "prompt (a string or messages)",
     "classification": "text/label",
+    "tagging": "tokens/tags (or a .conll file)",
+    "pair": "anchor/positive",
+    "triplet": "anchor/positive/negative",
+    "scored_pair": "sentence1/sentence2/score",
 }
 
 
@@ -49,7 +56,8 @@ class Data:
     format: str  # as declared or detected: text, prompt_completion, messages, alpaca, sharegpt
     kind: str  # the trl form rows were normalised to: text, prompt_completion, messages
     eval_source: str  # where eval rows came from, for messages
-    labels: list[str] = field(default_factory=list)  # classification: the label set of train, in class-id order
+    labels: list[str] = field(default_factory=list)  # classification, tagging: train's label set, in id order
+    scheme: str = ""  # tagging: iob2, iob1 or plain (tunekit.data.tagging)
 
     @property
     def conversational(self) -> bool:
@@ -58,8 +66,11 @@ class Data:
         return "messages" in first or isinstance(first.get("prompt"), list)
 
 
-def load_data(section: DataSection, seed: int, method: str, label_order: list[str] | None = None) -> Data:
-    """`label_order`: classification labels in class-id order (`classify.labels`); default: train's, sorted."""
+def load_data(
+    section: DataSection, seed: int, method: str, label_order: list[str] | None = None, tag_scheme: str = "auto"
+) -> Data:
+    """`label_order`: classification labels or tags in id order (`classify.labels`, `tag.labels`); default:
+    train's, sorted. `tag_scheme`: `tag.scheme` (tunekit.data.tagging)."""
     raw = read_rows(section.train, section.split)
     fmt = resolve_format(section.format, raw[0][1], section.train)
     accepted = METHOD_KINDS[method]
@@ -67,6 +78,7 @@ def load_data(section: DataSection, seed: int, method: str, label_order: list[st
         wanted = "; or ".join(KIND_FIELDS[kind] for kind in accepted)
         raise DataError(f"{section.train}: format {fmt} does not fit `tunekit {method}`, which needs {wanted}")
     train = check_rows(raw, fmt, section.train)
+    train_numbers = [n for n, _ in raw]
     eval_file = section.train  # the file eval rows come from, and their row numbers, for messages
     if section.eval:
         raw_eval = read_rows(section.eval, section.eval_split or section.split)
@@ -80,15 +92,30 @@ def load_data(section: DataSection, seed: int, method: str, label_order: list[st
         numbered = _split(list(zip((n for n, _ in raw), train)), section.eval_fraction, seed, section.train)
         train, eval_rows = ([row for _, row in part] for part in numbered)
         eval_numbers = [n for n, _ in numbered[1]]
+        train_numbers = [n for n, _ in numbered[0]]
         eval_source = f"{section.eval_fraction:.0%} of {section.train} (seed {seed})"
     else:
         eval_rows, eval_numbers, eval_source = [], [], "none"
-    labels = (
-        _labels(train, eval_rows, eval_numbers, eval_file, section.train, label_order)
-        if fmt == "classification"
-        else []
-    )
-    return Data(train, eval_rows, fmt, normalised_kind(fmt), eval_source, labels)
+    labels, scheme = [], ""
+    if fmt == "classification":
+        labels = _labels(train, eval_rows, eval_numbers, eval_file, section.train, label_order)
+    if fmt == "tagging":
+        labels, scheme = resolve_tags(
+            train, train_numbers, section.train, eval_rows, eval_numbers, eval_file, label_order, tag_scheme
+        )
+    return Data(train, eval_rows, fmt, normalised_kind(fmt), eval_source, labels, scheme)
+
+
+def recipe_data(recipe: Recipe) -> Data:
+    """The data of a recipe, as a run and `tunekit validate` read it: `load_data` with the label order
+    (`classify.labels`, `tag.labels`) and the tag scheme (`tag.scheme`) the recipe sets."""
+    from tunekit.config.schema import ClassifyRecipe, TagRecipe
+
+    order = recipe.classify.labels if isinstance(recipe, ClassifyRecipe) else None
+    scheme = "auto"
+    if isinstance(recipe, TagRecipe):
+        order, scheme = recipe.tag.labels, recipe.tag.scheme
+    return load_data(recipe.data, recipe.training.seed, recipe.method, order, scheme)
 
 
 def _labels(

@@ -16,6 +16,10 @@ Normalised forms, as trl's SFTTrainer takes them:
 - unpaired: `{"prompt", "completion", "label": bool}` (KTO).
 - prompt: `{"prompt": str | messages}` (PPO, GRPO: the policy writes the completions).
 - classification: `{"text": str, "label": str}`; an integer label becomes its decimal string.
+- tagging: `{"tokens": [str], "tags": [str] | [int]}`, one tag per token (`tunekit tag`); conll2003's
+  `ner_tags` are read as the tags. Integer tags are named later, from `tag.labels` (tunekit.data.tagging).
+- pair `{"anchor", "positive"}`, triplet (and `negative`), scored_pair `{"sentence1", "sentence2",
+  "score": float}`: texts for `tunekit embed`.
 Pure Python: no torch, no datasets.
 """
 
@@ -36,6 +40,10 @@ FORMATS = (
     "unpaired",
     "prompt",
     "classification",
+    "tagging",
+    "pair",
+    "triplet",
+    "scored_pair",
 )
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {
@@ -56,6 +64,11 @@ ALPACA_PROMPT = (
 
 # The fields that identify a format, most specific first.
 _SIGNATURES: list[tuple[str, tuple[str, ...]]] = [
+    ("tagging", ("tokens", "tags")),
+    ("tagging", ("tokens", "ner_tags")),
+    ("scored_pair", ("sentence1", "sentence2", "score")),
+    ("triplet", ("anchor", "positive", "negative")),
+    ("pair", ("anchor", "positive")),
     ("messages", ("messages",)),
     ("sharegpt", ("conversations",)),
     ("alpaca", ("instruction", "output")),
@@ -112,6 +125,13 @@ def normalise(row: dict[str, Any], fmt: str) -> dict[str, Any]:
         return {"prompt": _string_or_messages(row, "prompt")}
     if fmt == "classification":
         return {"text": _string(row, "text"), "label": _class_label(row)}
+    if fmt == "tagging":
+        return _tagging(row)
+    if fmt in ("pair", "triplet"):
+        fields = ("anchor", "positive", "negative") if fmt == "triplet" else ("anchor", "positive")
+        return {field: _string(row, field) for field in fields}
+    if fmt == "scored_pair":
+        return {"sentence1": _string(row, "sentence1"), "sentence2": _string(row, "sentence2"), "score": _score(row)}
     raise ValueError(f"unknown format {fmt!r}")
 
 
@@ -254,6 +274,47 @@ def _class_label(row: dict[str, Any]) -> str:
     if not name:
         raise RowError("label", "empty")
     return name
+
+
+def _tagging(row: dict[str, Any]) -> dict[str, Any]:
+    """Words and one tag per word: names (B-PER, NN) or integer ids, not both in one row."""
+    tokens, field = row.get("tokens"), "tags" if "tags" in row else "ner_tags"
+    tags = row.get(field)
+    for name, value in (("tokens", tokens), (field, tags)):
+        if not isinstance(value, list) or not value:
+            raise RowError(name, "missing" if value is None else "expected a non-empty list")
+    for i, token in enumerate(tokens):
+        if not isinstance(token, str) or not token.strip():
+            raise RowError(f"tokens[{i}]", f"expected a word, got {token!r}")
+    if len(tags) != len(tokens):
+        raise RowError(field, f"{len(tags)} tags for {len(tokens)} tokens; give one tag per token")
+    kinds = {type(tag) for tag in tags}
+    if kinds not in ({str}, {int}):
+        for i, tag in enumerate(tags):
+            if isinstance(tag, bool) or not isinstance(tag, (str, int)):
+                raise RowError(f"{field}[{i}]", f"expected a tag name or an integer id, got {tag!r}")
+        mixed = next(i for i, tag in enumerate(tags) if type(tag) is not type(tags[0]))
+        raise RowError(f"{field}[{mixed}]", "tag names and integer ids mixed in one row")
+    if kinds == {str}:
+        for i, tag in enumerate(tags):
+            if not tag.strip():
+                raise RowError(f"{field}[{i}]", "empty tag")
+        tags = [tag.strip() for tag in tags]
+    return {"tokens": list(tokens), "tags": list(tags)}
+
+
+def _score(row: dict[str, Any]) -> float:
+    import math
+
+    score = row.get("score")
+    if isinstance(score, str):
+        try:
+            score = float(score)  # CSV cells
+        except ValueError:
+            raise RowError("score", f"expected a number, got {score!r}") from None
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise RowError("score", f"expected a number, got {score!r}")
+    return float(score)
 
 
 def class_labels(rows: list[dict[str, Any]]) -> list[str]:

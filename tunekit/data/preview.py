@@ -141,6 +141,8 @@ class Preview:
         return text, spans
 
     def render(self, row: dict[str, Any], kind: str, train_on: str) -> Rendered:
+        if kind == "tagging":
+            return self.render_tagged(row)
         eos = self.special.get("eos_token", "")
         special_tokens = True
         if kind == "messages":
@@ -167,6 +169,17 @@ class Preview:
         # Special tokens added by the post-processor (BOS) have empty offsets and never carry loss.
         mask = [m if end > start else 0 for m, (start, end) in zip(mask, encoding.offsets)]
         return Rendered(text, spans, list(encoding.ids), mask)
+
+    def render_tagged(self, row: dict[str, Any]) -> Rendered:
+        """A tagging row as `word/TAG ...`; the tokens are the words' sub-words as `tunekit tag` makes them
+        (tunekit.data.tagging.add_prefix_space applied by the caller), loss on each word's first sub-word token."""
+        text = " ".join(f"{word}/{tag}" for word, tag in zip(row["tokens"], row["tags"]))
+        encoding = self.tokenizer.encode(row["tokens"], is_pretokenized=True)
+        mask, previous = [], None
+        for word in encoding.word_ids:
+            mask.append(int(word is not None and word != previous))
+            previous = word
+        return Rendered(text, [], list(encoding.ids), mask)
 
     def render_seq2seq(self, row: dict[str, Any], kind: str) -> Rendered:
         """An encoder-decoder example: the encoder's source, a newline, then the decoder's target (all of

@@ -5,7 +5,7 @@
     (1, ['messages'])
 
 Sources: `.jsonl`, `.json` (a list, or `{"data": [...]}`), `.csv`, `.parquet`, `.txt` (one `text`
-row per non-empty line), a `save_to_disk`
+row per non-empty line), `.conll` (one token and its tag per line, a blank line between sentences), a `save_to_disk`
 folder, `builtin:NAME` (shipped with tunekit), or a Hub dataset id. Only the folder and Hub paths
 import `datasets`.
 """
@@ -40,7 +40,9 @@ def resolve_source(source: str) -> Path | str:
     path = Path(source).expanduser()
     if path.exists():
         return path
-    if path.suffix.lower() in {".jsonl", ".json", ".csv", ".parquet", ".txt"} or source.startswith((".", "/", "~")):
+    if path.suffix.lower() in {".jsonl", ".json", ".csv", ".parquet", ".txt", ".conll"} or source.startswith(
+        (".", "/", "~")
+    ):
         raise DataError(f"data file not found: {source} (relative paths start at {Path.cwd()})")
     return source
 
@@ -58,10 +60,11 @@ def read_rows(source: str, split: str = "train") -> Rows:
         ".csv": _read_csv,
         ".parquet": _read_parquet,
         ".txt": _read_txt,
+        ".conll": _read_conll,
     }
     if suffix not in readers:
         raise DataError(
-            f"{source}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv, .parquet or .txt"
+            f"{source}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv, .parquet, .txt or .conll"
         )
     rows = readers[suffix](where)
     if not rows:
@@ -86,6 +89,35 @@ def _read_txt(path: Path) -> Rows:
     """Plain text, one document per line (blank lines skipped), for continued pretraining."""
     with path.open(encoding="utf-8") as handle:
         return [(number, {"text": line.rstrip("\n")}) for number, line in enumerate(handle, start=1) if line.strip()]
+
+
+def _read_conll(path: Path) -> Rows:
+    """CoNLL text: a token per line, its tag in the last whitespace-separated column (CoNLL-2003's four columns
+    are token, POS, chunk, NER), a blank line between sentences, `-DOCSTART-` lines skipped. Each sentence is a
+    tagging row numbered by the line of its first token."""
+    rows: Rows = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    first = 0
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            columns = line.split()
+            if columns and columns[0] == "-DOCSTART-":
+                continue
+            if not columns:
+                if tokens:
+                    rows.append((first, {"tokens": tokens, "tags": tags}))
+                tokens, tags = [], []
+                continue
+            if len(columns) < 2:
+                raise DataError(f"{path}, line {number}: expected a token and its tag separated by whitespace")
+            if not tokens:
+                first = number
+            tokens.append(columns[0])
+            tags.append(columns[-1])
+    if tokens:
+        rows.append((first, {"tokens": tokens, "tags": tags}))
+    return rows
 
 
 def _read_json(path: Path) -> Rows:

@@ -46,7 +46,7 @@ def peft_config(
     if adapter.type == "none" or is_peft(model):
         return None
     if adapter.type in ("lora", "qlora"):
-        modules, parameters = lora_targets(model, adapter.target_modules)
+        modules, parameters = lora_targets(model, adapter.target_modules, task_type)
         return LoraConfig(
             r=adapter.r,
             lora_alpha=adapter.alpha,
@@ -81,8 +81,14 @@ def peft_config(
     )
 
 
-def lora_targets(model: Any, targets: str | list[str]) -> tuple[str | list[str], list[str] | None]:
+def lora_targets(
+    model: Any, targets: str | list[str], task_type: str | None = None
+) -> tuple[str | list[str], list[str] | None]:
     """peft's `target_modules` and `target_parameters` for `adapter.target_modules`.
+
+    Token classification: peft's `all-linear` leaves out the head only for sequence classification, and a token
+    classifier's head (`classifier`, `score`) is both a linear layer and, for peft's TOKEN_CLS, a module it trains
+    whole, which peft refuses; `all-linear` then means every nn.Linear but the head.
 
     transformers 5 stores a mixture-of-experts layer's experts as 3-D parameters (experts x out x in), not as
     nn.Linear modules, and its router as a custom module. On such a model `all-linear` means every nn.Linear
@@ -96,7 +102,7 @@ def lora_targets(model: Any, targets: str | list[str]) -> tuple[str | list[str],
     if targets != "all-linear" or model is None:
         return targets, None
     experts = sorted(name for name, param in model.named_parameters() if param.ndim == 3)
-    if not experts:
+    if not experts and task_type != "TOKEN_CLS":
         return targets, None
     heads = {model.get_output_embeddings(), *(getattr(model, name, None) for name in ("score", "classifier"))}
     linear = sorted(
@@ -104,7 +110,7 @@ def lora_targets(model: Any, targets: str | list[str]) -> tuple[str | list[str],
         for name, module in model.named_modules()
         if isinstance(module, (torch.nn.Linear, Conv1D)) and module not in heads
     )
-    return linear, experts
+    return linear, experts or None
 
 
 def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval: bool) -> dict[str, Any]:

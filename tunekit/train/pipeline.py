@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.data import Data, load_data
+from tunekit.data import Data, recipe_data
 from tunekit.errors import UserError
 from tunekit.models.refs import ModelRef, resolve
 from tunekit.train.rundir import RunOptions, check_run_dir, prepare_run_dir
@@ -104,7 +104,7 @@ def preflight(recipe: Recipe, options: RunOptions) -> Plan:
         check_run_dir(recipe, options.overwrite, options.resume)
     ref = resolve(recipe.model.name_or_path, recipe.model.revision, build=True, download=True)
     method = module_for(recipe, ref)
-    data = load_data(recipe.data, recipe.training.seed, recipe.method, _label_order(recipe))
+    data = recipe_data(recipe)
     check_environment(recipe)
     check_reward_source(recipe)
     tokenizer = load_tokenizer(ref.tokenizer_path, recipe.model)
@@ -121,12 +121,6 @@ def preflight(recipe: Recipe, options: RunOptions) -> Plan:
     if hasattr(method, "check"):
         plan.prepared = method.check(plan)
     return plan
-
-
-def _label_order(recipe: Recipe) -> list[str] | None:
-    from tunekit.config.schema import ClassifyRecipe
-
-    return recipe.classify.labels if isinstance(recipe, ClassifyRecipe) else None
 
 
 def load(plan: Plan) -> Run:

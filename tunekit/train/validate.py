@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunekit.config import Recipe
-from tunekit.config.schema import ClassifyRecipe, GRPORecipe, PPORecipe, PretrainRecipe
-from tunekit.data import Data, load_data
+from tunekit.config.schema import EmbedRecipe, GRPORecipe, PPORecipe, PretrainRecipe
+from tunekit.data import Data, recipe_data
 from tunekit.data.preview import Preview, Rendered
 from tunekit.data.sources import resolve_source
 from tunekit.data.spans import corrupt, sentinel_ids
+from tunekit.data.tagging import add_prefix_space, entity_counts
 from tunekit.errors import DataError, UserError
 from tunekit.models.refs import ModelRef, resolve
 from tunekit.models.tiny import tiny_arch
@@ -32,6 +33,13 @@ from tunekit.train.preflight import (
     check_targets,
     sample_rows,
 )
+
+
+EMBEDDED = {  # `tunekit embed`: the texts of a row
+    "pair": ("anchor", "positive"),
+    "triplet": ("anchor", "positive", "negative"),
+    "scored_pair": ("sentence1", "sentence2"),
+}
 
 
 @dataclass
@@ -65,7 +73,7 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     preview = _preview(ref)
     check_reward_source(recipe)
     try:
-        data = load_data(recipe.data, recipe.training.seed, recipe.method, _label_order(recipe))
+        data = recipe_data(recipe)
     except DataError as err:
         if not _is_hub_dataset(recipe.data.train):
             raise
@@ -106,6 +114,16 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
         )
     if recipe.method == "sft" and not seq2seq:
         report.notes += check_loss_survives(preview, data, recipe)
+    if data.kind in EMBEDDED:
+        report.notes.append(_embedding_note(recipe, data))
+    if data.kind == "tagging":
+        add_prefix_space(preview.tokenizer)  # as `tunekit tag` tokenises the words
+        counted = ", ".join(f"{name} {n:,}" for name, n in entity_counts(data.train, data.scheme).items())
+        what = "tags" if data.scheme == "plain" else "entities"
+        report.notes.append(
+            f"tags ({data.scheme}): {', '.join(data.labels)}; train {what}: {counted}; each word's tag is on its "
+            "first sub-word token"
+        )
     rendered, labels = [], []
     for row in sample_rows(data.train):
         for label, kind, part in _trained_sequences(row, data.kind):
@@ -137,6 +155,10 @@ def _trained_sequences(row: dict, kind: str) -> list[tuple[str, str, dict]]:
         return [("prompt", "prompt_completion", {"prompt": row["prompt"], "completion": empty})]
     if kind == "classification":  # the loss is on the label: no token carries it
         return [(row["label"], "classification", row)]
+    if kind == "tagging":
+        return [("", "tagging", row)]
+    if kind in EMBEDDED:  # each text is encoded on its own; the loss compares their embeddings
+        return [(name, "classification", {"text": row[name]}) for name in EMBEDDED[kind]]
     if kind == "unpaired":
         label = "desirable" if row["label"] else "undesirable"
         return [(label, "prompt_completion", {"prompt": row["prompt"], "completion": row["completion"]})]
@@ -156,6 +178,23 @@ def _preview(ref: ModelRef) -> Preview | None:
     if ref.adapter is not None and ref.base.kind == "tiny" and not (folder / "tokenizer.json").exists():
         return Preview.from_tiny(tiny_arch(ref.base.name))
     return Preview.from_folder(folder) if (folder / "tokenizer.json").exists() else None
+
+
+def _embedding_note(recipe: Recipe, data: Data) -> str:
+    """What `tunekit embed` will optimise and measure (the same choice as methods.embed.check)."""
+    from tunekit.methods.embed import retrieval_task
+
+    assert isinstance(recipe, EmbedRecipe)
+    loss = recipe.embed.loss_for(data.kind)
+    if data.kind == "scored_pair":
+        scores = [row["score"] for row in data.train]
+        return f"embed: {loss} loss; train scores {min(scores):g} to {max(scores):g}; held out: Spearman, Pearson"
+    task = retrieval_task(data.train, data.eval, recipe.embed.corpus)
+    return (
+        f"embed: {loss} loss (the batch's other positives are negatives); held out: {len(task.queries)} queries "
+        f"searched among {len(task.corpus)} documents (embed.corpus: {recipe.embed.corpus}): recall@1, recall@10, "
+        "MRR@10"
+    )
 
 
 def _span_corruption(recipe: PretrainRecipe, ref: ModelRef) -> bool:
@@ -195,10 +234,6 @@ def _corrupted_block(preview: Preview, data: Data, recipe: PretrainRecipe) -> Re
     source, shown = (tokenizer.decode(ids, skip_special_tokens=False) for ids in (inputs, target))
     text = f"{source}\n{shown}"
     return Rendered(text, [(len(source) + 1, len(text))], inputs + target, [0] * len(inputs) + [1] * len(target))
-
-
-def _label_order(recipe: Recipe) -> list[str] | None:
-    return recipe.classify.labels if isinstance(recipe, ClassifyRecipe) else None
 
 
 def _is_hub_dataset(source: str) -> bool:
