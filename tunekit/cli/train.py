@@ -59,7 +59,7 @@ METHODS = {
     "classify": "Sequence classification (BERT family and others) on text/label rows: full or LoRA.",
     "tag": "Token classification (named entities, POS tags) on tokens/tags rows or CoNLL files: full or LoRA.",
     "embed": "Embedding models (sentence-transformers): pairs, triplets or scored pairs; full or LoRA.",
-    "pretrain": "Continued pretraining on raw text: causal LM (decoder-only), masked LM (encoder-only), span corruption (T5).",
+    "pretrain": "Continued pretraining on raw text: causal LM, masked LM (encoder-only) or span corruption (T5).",
 }
 
 

@@ -34,7 +34,6 @@ from tunekit.train.preflight import (
     sample_rows,
 )
 
-
 EMBEDDED = {  # `tunekit embed`: the texts of a row
     "pair": ("anchor", "positive"),
     "triplet": ("anchor", "positive", "negative"),
