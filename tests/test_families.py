@@ -117,3 +117,24 @@ def test_expert_lora_with_dropout_exits_2_before_writing(cli, tmp_path: Path) ->
     result = cli("sft", str(recipe))
     assert result.code == 2 and "adapter.dropout: 0.05" in result.err and "set adapter.dropout: 0" in result.err
     assert not (tmp_path / "run").exists()
+
+
+def test_mixtral_trains_under_ddp_without_searching_for_unused_parameters(cli, tmp_path: Path) -> None:
+    """DDP runs with `ddp_find_unused_parameters: false` (tunekit.train.builders). A step can route no token to
+    some expert, but transformers 5 fuses each layer's experts into one 3-D weight (and peft's expert LoRA into
+    one A and one B), so every trainable tensor still gets a gradient and DDP's reducer never waits on one."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", chat_rows(PAIRS[:16]))
+    for name, adapter in (("full", {"type": "none"}), ("lora", {"type": "lora", "r": 4, "dropout": 0.0})):
+        recipe = write_recipe(
+            tmp_path / f"{name}.yaml",
+            method="sft",
+            model={"name_or_path": "tiny:mixtral"},
+            adapter=adapter,
+            data={"train": str(data), "eval_fraction": 0.25, "max_length": 64},
+            training={"learning_rate": 3e-3, "max_steps": 4, "batch_size": 2},
+            output_dir=str(tmp_path / name),
+        )
+        result = cli("sft", str(recipe), "--num-processes", "2")
+        assert result.code == 0, result.err
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["world_size"] == 2 and summary["replicas_identical"] is True and summary["steps"] == 4
