@@ -12,7 +12,7 @@ from tunekit.estimate.params import inventory
 from tunekit.estimate.setup import Setup
 from tunekit.models.tiny import tiny_config
 
-# (arch, setup fields): several methods, dtypes and optimizers over the four tiny architectures.
+# (arch, setup fields): several methods, dtypes and optimizers over the tiny architectures.
 # The CPU peak needs the profiler's memory timeline (seconds per case): only PEAK_CASES measure it.
 CASES: list[tuple[str, dict[str, Any]]] = [
     ("llama", {"method": "full", "dtype": "fp32"}),
@@ -53,10 +53,19 @@ CASES: list[tuple[str, dict[str, Any]]] = [
         "llama",
         {"method": "lora", "dtype": "fp32", "added_tokens": 2, "vocab_growth": 2, "modules_to_save": ("lm_head",)},
     ),
+    # The families of `tunekit tiny-model --arch bloom|mixtral|bart`: ALiBi, experts as 3-D weights (LoRA on them
+    # through peft's target_parameters, router left alone), an encoder-decoder with learned positions.
+    ("bloom", {"method": "full", "dtype": "fp32"}),
+    ("bloom", {"method": "lora", "dtype": "bf16"}),
+    ("mixtral", {"method": "full", "dtype": "fp32"}),
+    ("mixtral", {"method": "lora", "dtype": "fp32", "lora_dropout": 0.0}),  # peft: no dropout on expert weights
+    ("mixtral", {"method": "qlora", "dtype": "int4", "lora_dropout": 0.0}),
+    ("bart", {"method": "full", "dtype": "bf16"}),
+    ("bart", {"method": "lora", "dtype": "fp32"}),
 ]
 
 
-PEAK_CASES = {0, 1, 2, 5, 7, 8, 11, 12, 15, 18, 19, 22, 25}
+PEAK_CASES = {0, 1, 2, 5, 7, 8, 11, 12, 15, 18, 19, 22, 25, 34, 36, 39}
 
 
 def _id(arch: str, fields: dict[str, Any]) -> str:

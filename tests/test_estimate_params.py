@@ -236,6 +236,22 @@ def test_inventory_matches_transformers_name_by_name(config: dict[str, Any]) -> 
     assert analytic_parameters(config) == meta_parameters(config)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "t5", "bert", "bloom", "mixtral", "bart"])
+def test_tiny_models_are_counted_exactly(cli, arch: str) -> None:
+    """`tunekit estimate-memory tiny:ARCH` counts the parameters of the model `tunekit tiny-model` builds."""
+    from tunekit.models.tiny import ensure_tiny, tiny_config
+
+    config = {key: value for key, value in tiny_config(arch).items() if key != "architectures"}
+    assert analytic_parameters(config) == meta_parameters(config)
+    result = cli("estimate-memory", f"tiny:{arch}", "--method", "full", "--seq-len", "64", "--json")
+    assert result.code == 0, result.err
+    import transformers
+
+    auto = {"t5": "AutoModelForSeq2SeqLM", "bart": "AutoModelForSeq2SeqLM", "bert": "AutoModelForMaskedLM"}
+    built = getattr(transformers, auto.get(arch, "AutoModelForCausalLM")).from_pretrained(ensure_tiny(f"tiny:{arch}"))
+    assert json.loads(result.out)["parameters"] == inventory(config).parameters == built.num_parameters()
+
+
 @pytest.mark.parametrize("name", META_PRESETS)
 def test_presets_match_transformers_on_the_meta_device(name: str) -> None:
     config = load_preset(name).config

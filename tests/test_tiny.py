@@ -12,6 +12,9 @@ LOADERS = {
     "gpt2": "AutoModelForCausalLM",
     "t5": "AutoModelForSeq2SeqLM",
     "bert": "AutoModelForMaskedLM",
+    "bloom": "AutoModelForCausalLM",
+    "mixtral": "AutoModelForCausalLM",
+    "bart": "AutoModelForSeq2SeqLM",
 }
 
 
@@ -29,9 +32,17 @@ def test_tiny_model_loads_and_is_small(cli, tmp_path: Path, arch: str) -> None:
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / arch)
     assert 50_000 < sum(p.numel() for p in model.parameters()) < 300_000
     assert tokenizer.pad_token is not None
-    if arch in ("llama", "gpt2"):
+    if arch in ("llama", "gpt2", "bloom", "mixtral"):
         assert tokenizer.eos_token and tokenizer.bos_token
         assert "{% generation %}" in tokenizer.chat_template
+    if arch == "t5":  # T5's sentinels close the vocabulary, <extra_id_0> last, as in T5
+        assert tokenizer.convert_tokens_to_ids("<extra_id_0>") == model.config.vocab_size - 1
+        assert tokenizer.convert_tokens_to_ids("<extra_id_31>") == model.config.vocab_size - 32
+        assert tokenizer.convert_tokens_to_ids("<extra_id_3>") in tokenizer("a <extra_id_3> b").input_ids  # one token
+    if arch == "mixtral":
+        assert model.config.num_local_experts == 4 and model.config.num_experts_per_tok == 2
+    if arch == "bloom":
+        assert not any("position" in name for name, _ in model.named_parameters())  # ALiBi
 
 
 def test_same_seed_same_files_other_seed_other_weights(cli, tmp_path: Path) -> None:

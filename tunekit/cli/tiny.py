@@ -1,6 +1,7 @@
-"""`tunekit tiny-model DIR --arch llama|gpt2|t5|bert [--seed N]`: a tiny random model for CI.
+"""`tunekit tiny-model DIR --arch llama|gpt2|t5|bert|bloom|mixtral|bart [--seed N]`: a tiny random model for CI.
 
 $ tunekit tiny-model /tmp/tiny-llama --arch llama
+$ tunekit tiny-model /tmp/tiny-moe --arch mixtral
 """
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ class Arch(str, Enum):
     gpt2 = "gpt2"
     t5 = "t5"
     bert = "bert"
+    bloom = "bloom"
+    mixtral = "mixtral"
+    bart = "bart"
 
 
 def register(app: typer.Typer) -> None:
     @app.command("tiny-model")
     def tiny_model(
         output: Path = typer.Argument(..., help="Folder to write (must not exist or be empty).", show_default=False),
-        arch: Arch = typer.Option(Arch.llama, "--arch", help="Architecture."),
+        arch: Arch = typer.Option(
+            Arch.llama,
+            "--arch",
+            help="Architecture: bloom has ALiBi positions, mixtral is a mixture of experts, t5 and bart are "
+            "encoder-decoders.",
+        ),
         seed: int = typer.Option(
             0, "--seed", min=0, max=2**32 - 1, help="Seed for the random weights; same seed, same files."
         ),

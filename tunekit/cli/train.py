@@ -1,4 +1,4 @@
-"""Training commands: `tunekit sft|dpo|reward|orpo|kto|simpo|ppo|grpo RECIPE [key.sub=value ...]`.
+"""Training commands: `tunekit sft|dpo|reward|orpo|kto|simpo|ppo|grpo|classify|tag|embed|pretrain RECIPE ...`.
 
     $ tunekit sft recipes/tiny/sft-lora.yaml training.max_steps=20 output_dir=runs/try --overwrite
     $ tunekit dpo recipes/tiny/dpo.yaml
@@ -65,7 +65,9 @@ METHODS = {
     "ppo": "PPO (RLHF): sample, score with a reward model or function, optimise with a KL penalty.",
     "grpo": "GRPO (trl): critic-free RL, rewards compared within groups of completions per prompt.",
     "classify": "Sequence classification (BERT family and others) on text/label rows: full or LoRA.",
-    "pretrain": "Continued pretraining on raw text: causal LM (decoder-only) or masked LM (encoder-only).",
+    "tag": "Token classification (named entities, POS tags) on tokens/tags rows or CoNLL files: full or LoRA.",
+    "embed": "Embedding models (sentence-transformers): pairs, triplets or scored pairs; full or LoRA.",
+    "pretrain": "Continued pretraining on raw text: causal LM, masked LM (encoder-only) or span corruption (T5).",
 }
 
 

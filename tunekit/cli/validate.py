@@ -37,8 +37,14 @@ def register(app: typer.Typer) -> None:
         for note in report.notes:
             typer.echo(f"note: {note}")
         for i, (shown, label) in enumerate(zip(report.examples, report.example_labels), start=1):
+            if data is not None and data.kind in ("pair", "triplet", "scored_pair"):
+                typer.echo(f"\nexample {i}, {label} ({len(shown.ids)} tokens): {shown.text}")
+                continue
             if data is not None and data.kind == "classification":
                 typer.echo(f"\nexample {i} ({len(shown.ids)} tokens): {shown.text} -> {label}")
+                continue
+            if data is not None and data.kind == "tagging":
+                typer.echo(f"\nexample {i} ({len(shown.ids)} tokens, {shown.loss_tokens} words tagged): {shown.text}")
                 continue
             kind = f", {label}" if label else ""
             typer.echo(
@@ -96,6 +102,10 @@ def _data_lines(report: Any, recipe: Any) -> None:
 def _loss_on(train_on: str, kind: str) -> str:
     if kind == "classification":
         return "the label (one class per text)"
+    if kind == "tagging":
+        return "each word's tag (on its first sub-word token)"
+    if kind in ("pair", "triplet", "scored_pair"):
+        return "the similarities of the texts' embeddings"
     if train_on == "all":
         return "every token"
     return {"messages": "assistant turns", "text": "every token"}.get(kind, "completions")

@@ -188,6 +188,10 @@ DataFormat = Literal[
     "unpaired",
     "prompt",
     "classification",
+    "tagging",
+    "pair",
+    "triplet",
+    "scored_pair",
 ]
 
 
@@ -308,6 +312,21 @@ class SFTData(StreamData):
 
 class PretrainData(StreamData):
     """Continued pretraining reads text; documents are cut into `pretrain.block_size` blocks."""
+
+
+class TagData(DataSection):
+    max_length: int = Field(
+        512,
+        ge=8,
+        description="tag: sub-word tokens per sentence, special tokens included; words past the cut carry no tag "
+        "and are not scored (validate counts them).",
+    )
+
+
+class EmbedData(DataSection):
+    max_length: int = Field(
+        256, ge=8, description="embed: tokens per text, longer ones cut (sentence-transformers' max_seq_length)."
+    )
 
 
 class RewardData(DataSection):
@@ -533,14 +552,68 @@ class ClassifySection(Section):
         return value
 
 
+class TagSection(Section):
+    labels: list[str] | None = Field(
+        None,
+        description="Tag names in id order (id 0 first); needed when the tags are integers (conll2003's ner_tags: "
+        "[O, B-PER, I-PER, B-ORG, I-ORG, B-LOC, I-LOC, B-MISC, I-MISC]); null: the tags of data.train, O first, "
+        "then B- and I- per entity type.",
+    )
+    scheme: Literal["auto", "iob2", "iob1", "plain"] = Field(
+        "auto",
+        description="iob2 (BIO): B-X opens an entity, I-X continues one, an I-X with no X entity open is an error; "
+        "iob1: I-X may open an entity (the original CoNLL-2003 files); plain: tags without entities (POS), scored "
+        "per token; auto: iob2 when every tag is O, B-X or I-X, plain when none has a B-/I- prefix.",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _two_distinct_tags(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (len(value) < 2 or len(set(value)) != len(value)):
+            raise ValueError("give at least two tags, each once")
+        return value
+
+
+class EmbedSection(Section):
+    loss: Literal["auto", "multiple_negatives_ranking", "cosent", "cosine_similarity"] = Field(
+        "auto",
+        description="sentence-transformers loss. auto: multiple_negatives_ranking for pairs and triplets (the other "
+        "positives of the batch, and a triplet's negative, are the negatives), cosent for scored pairs; "
+        "cosine_similarity: squared error between the cosine and the score (scores in [-1, 1]).",
+    )
+    scale: float = Field(
+        20.0, gt=0, description="multiple_negatives_ranking and cosent: similarities are multiplied by this."
+    )
+    corpus: Literal["all", "eval"] = Field(
+        "all",
+        description="Pairs and triplets: the documents held-out queries are searched among; all: every positive "
+        "and negative of train and eval (the whole collection); eval: those of the eval rows only.",
+    )
+
+    def loss_for(self, kind: str) -> str:
+        """The loss that trains rows of `kind` (pair, triplet, scored_pair): `loss`, or auto's choice."""
+        if self.loss != "auto":
+            return self.loss
+        return "cosent" if kind == "scored_pair" else "multiple_negatives_ranking"
+
+
 class PretrainSection(Section):
-    objective: Literal["auto", "clm", "mlm"] = Field(
+    objective: Literal["auto", "clm", "mlm", "span_corruption"] = Field(
         "auto",
         description="clm: next-token prediction (decoder-only models); mlm: masked-token prediction "
-        "(encoder-only models, BERT family); auto picks from the model's family.",
+        "(encoder-only models, BERT family); span_corruption: T5's, spans replaced by sentinel tokens in the input "
+        "and spelled out in the target (encoder-decoders with sentinels, T5 family); auto picks from the model's "
+        "family.",
     )
-    block_size: int = Field(1024, ge=8, description="Tokens per training block (documents are concatenated, then cut).")
+    block_size: int = Field(
+        1024,
+        ge=8,
+        description="Tokens per training block (documents are concatenated, then cut); span_corruption: before "
+        "corruption (the input keeps about 1 - noise_density of them, plus a sentinel per span).",
+    )
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked for prediction.")
+    noise_density: float = Field(0.15, gt=0, lt=1, description="span_corruption: share of tokens hidden in spans.")
+    mean_span_length: float = Field(3.0, ge=1, description="span_corruption: mean length of a hidden span, in tokens.")
 
 
 class RecipeBase(Section):
@@ -548,7 +621,7 @@ class RecipeBase(Section):
 
     method: str = Field(
         description="The command this recipe is for (`tunekit <method> RECIPE`): sft, dpo, reward, orpo, kto, "
-        "simpo, ppo, grpo, classify or pretrain; it decides which other keys the recipe takes."
+        "simpo, ppo, grpo, classify, tag, embed or pretrain; it decides which other keys the recipe takes."
     )
     model: ModelSection
     adapter: AdapterSection = Field(default_factory=AdapterSection)
@@ -694,6 +767,26 @@ class ClassifyRecipe(TruncatingRecipe):
     classify: ClassifySection = Field(default_factory=ClassifySection, description="Settings of `tunekit classify`.")
 
 
+class TagRecipe(RecipeBase):
+    method: Literal["tag"]
+    data: TagData
+    tag: TagSection = Field(default_factory=TagSection, description="Settings of `tunekit tag`.")
+
+    @property
+    def sequence_length(self) -> int | None:
+        return self.data.max_length
+
+
+class EmbedRecipe(RecipeBase):
+    method: Literal["embed"]
+    data: EmbedData
+    embed: EmbedSection = Field(default_factory=EmbedSection, description="Settings of `tunekit embed`.")
+
+    @property
+    def sequence_length(self) -> int | None:
+        return self.data.max_length
+
+
 class RewardRecipe(RecipeBase):
     method: Literal["reward"]
     data: RewardData
@@ -758,6 +851,8 @@ RECIPES: dict[str, type[RecipeBase]] = {
     "ppo": PPORecipe,
     "grpo": GRPORecipe,
     "classify": ClassifyRecipe,
+    "tag": TagRecipe,
+    "embed": EmbedRecipe,
     "pretrain": PretrainRecipe,
 }
 Recipe = Annotated[
@@ -770,6 +865,8 @@ Recipe = Annotated[
     | PPORecipe
     | GRPORecipe
     | ClassifyRecipe
+    | TagRecipe
+    | EmbedRecipe
     | PretrainRecipe,
     Field(discriminator="method"),
 ]

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunekit.config.schema import DataSection, Source
+from tunekit.config.schema import DataSection, Recipe, Source
 from tunekit.data.formats import (
     KIND_COLUMNS,
     class_labels,
@@ -36,6 +36,7 @@ from tunekit.data.formats import (
     resolve_format,
 )
 from tunekit.data.sources import Opened, open_source
+from tunekit.data.tagging import resolve_tags
 from tunekit.errors import DataError, UserError
 
 # The row kinds each method trains on (after normalisation); KTO also takes pairs, unpaired on the fly.
@@ -51,6 +52,8 @@ METHOD_KINDS: dict[str, tuple[str, ...]] = {
     "grpo": ("prompt", "prompt_completion", "messages", "preference"),
     "classify": ("classification",),
     "pretrain": ("text",),
+    "tag": ("tagging",),
+    "embed": ("pair", "triplet", "scored_pair"),
 }
 KIND_FIELDS = {
     "text": "text",
@@ -60,6 +63,10 @@ KIND_FIELDS = {
     "unpaired": "prompt/completion/label",
     "prompt": "prompt (a string or messages)",
     "classification": "text/label",
+    "tagging": "tokens/tags (or a .conll file)",
+    "pair": "anchor/positive",
+    "triplet": "anchor/positive/negative",
+    "scored_pair": "sentence1/sentence2/score",
 }
 PREVIEW_ROWS = 200  # rows of a stream checked before training starts (the rest as they come)
 
@@ -82,11 +89,12 @@ class Data:
     kind: str  # the form rows were normalised to: text, prompt_completion, messages, preference, unpaired,
     # prompt or classification (tunekit.data.formats.KIND_COLUMNS)
     eval_source: str  # where eval rows came from, for messages
-    labels: list[str] = field(default_factory=list)  # classification: the label set of train, in class-id order
+    labels: list[str] = field(default_factory=list)  # classification, tagging: train's label set, in id order
     sources: list[SourceRows] = field(default_factory=list)
     conversational: bool = False  # rows hold chat messages, so the model needs a chat template
     streaming: bool = False
     fingerprints: dict[str, str] = field(default_factory=dict)  # split -> what its rows depend on (cache keys)
+    scheme: str = ""  # tagging: iob2, iob1 or plain (tunekit.data.tagging)
 
     @property
     def names(self) -> str:
@@ -104,9 +112,15 @@ class Data:
 
 
 def load_data(
-    section: DataSection, seed: int, method: str, label_order: list[str] | None = None, cache: bool | None = None
+    section: DataSection,
+    seed: int,
+    method: str,
+    label_order: list[str] | None = None,
+    cache: bool | None = None,
+    tag_scheme: str = "auto",
 ) -> Data:
-    """`label_order`: classification labels in class-id order (`classify.labels`); default: train's, sorted."""
+    """`label_order`: classification labels or tags in id order (`classify.labels`, `tag.labels`); default:
+    train's, sorted. `tag_scheme`: `tag.scheme` (tunekit.data.tagging)."""
     cache = section.cache if cache is None else cache
     streaming = bool(getattr(section, "streaming", False))
     specs = sources_of(section.train, section)
@@ -134,7 +148,11 @@ def load_data(
         eval_source = f"{section.eval_fraction:.0%} of {_names(section.train)} (seed {seed})"
     if streaming:  # a stream is shuffled as it is read, within a seeded buffer (the trainer cannot shuffle it)
         train = train.shuffle(seed=seed, buffer_size=section.shuffle_buffer)  # type: ignore[attr-defined]
-    labels = _labels(train, evaluation, parts, eval_parts, label_order) if kind == "classification" else []
+    labels, scheme = [], ""
+    if kind == "classification":
+        labels = _labels(train, evaluation, parts, eval_parts, label_order)
+    if kind == "tagging":
+        train, evaluation, labels, scheme = _tags(train, evaluation, parts, eval_parts, label_order, tag_scheme)
     counted = None if streaming else _per_source(train, len(parts))
     sources = [
         SourceRows(opened.name, f, None if counted is None else counted[i], spec.weight)
@@ -152,7 +170,20 @@ def load_data(
         conversational,
         streaming,
         fingerprints,
+        scheme,
     )
+
+
+def recipe_data(recipe: Recipe) -> Data:
+    """The data of a recipe, as a run and `tunekit validate` read it: `load_data` with the label order
+    (`classify.labels`, `tag.labels`) and the tag scheme (`tag.scheme`) the recipe sets."""
+    from tunekit.config.schema import ClassifyRecipe, TagRecipe
+
+    order = recipe.classify.labels if isinstance(recipe, ClassifyRecipe) else None
+    scheme = "auto"
+    if isinstance(recipe, TagRecipe):
+        order, scheme = recipe.tag.labels, recipe.tag.scheme
+    return load_data(recipe.data, recipe.training.seed, recipe.method, order, tag_scheme=scheme)
 
 
 def _fingerprints(parts: list[Part], eval_parts: list[Part], section: DataSection, seed: int) -> dict[str, str]:
@@ -394,6 +425,53 @@ def _labels(
             f"training rows{held}; train has {', '.join(labels)}"
         )
     return labels
+
+
+def _tags(
+    train: Any, evaluation: Any, parts: list[Part], eval_parts: list[Part], order: list[str] | None, scheme: str
+) -> tuple[Any, Any, list[str], str]:
+    """Tag names in id order and the scheme (tunekit.data.tagging's checks, each naming file and row); tags
+    stored as integer ids (their decimal strings in Arrow) are named from `tag.labels` and written back."""
+    sides = []
+    for rows, chosen in ((train, parts), (evaluation, eval_parts)):
+        tags = [] if rows is None else rows["tags"]
+        integers = bool(tags) and bool(tags[0]) and all(tag.isdigit() for tag in tags[0])
+        listed = [{"tags": [int(t) for t in row] if integers and all(map(str.isdigit, row)) else row} for row in tags]
+        sides.append((listed, _RowNumbers(rows, chosen), integers))
+    (train_rows, train_numbers, _), (eval_rows, eval_numbers, _) = sides
+    eval_name = eval_parts[0][0].name if evaluation is not None else ""
+    labels, chosen_scheme = resolve_tags(
+        train_rows, train_numbers, parts[0][0].name, eval_rows, eval_numbers, eval_name, order, scheme
+    )
+    named = []
+    for rows, (listed, _, integers) in zip((train, evaluation), sides):
+        if rows is not None and integers:  # resolve_tags named them in place
+            rows = rows.map(_named_tags, with_indices=True, input_columns=["tags"], fn_kwargs={"listed": listed})
+        named.append(rows)
+    return named[0], named[1], labels, chosen_scheme
+
+
+def _named_tags(_: list[str], index: int, listed: list[dict[str, Any]]) -> dict[str, list[str]]:
+    return {"tags": listed[index]["tags"]}
+
+
+class _RowNumbers:
+    """The number a user would look for of each row of a mixed split, worked out only when a message needs it."""
+
+    def __init__(self, rows: Any, parts: list[Part]) -> None:
+        self.rows, self.parts = rows, parts
+
+    def __getitem__(self, position: int) -> int:
+        row = self.rows[position]
+        return self.parts[row["_source"]][0].number(row["_index"])
+
+    def __len__(self) -> int:
+        return 0 if self.rows is None else len(self.rows)
+
+
+def rows_of(dataset: Any) -> list[dict[str, Any]]:
+    """Every row as a Python dict, for the methods whose data is small by nature (tags, embedding pairs)."""
+    return [] if dataset is None else first_rows(dataset, len(dataset))
 
 
 def _per_source(train: Any, sources: int) -> list[int]:

@@ -16,6 +16,10 @@ Normalised forms, as trl's SFTTrainer takes them:
 - unpaired: `{"prompt", "completion", "label": bool}` (KTO).
 - prompt: `{"prompt": str | messages}` (PPO, GRPO: the policy writes the completions).
 - classification: `{"text": str, "label": str}`; an integer label becomes its decimal string.
+- tagging: `{"tokens": [str], "tags": [str] | [int]}`, one tag per token (`tunekit tag`); conll2003's
+  `ner_tags` are read as the tags. Integer tags are named later, from `tag.labels` (tunekit.data.tagging).
+- pair `{"anchor", "positive"}`, triplet (and `negative`), scored_pair `{"sentence1", "sentence2",
+  "score": float}`: texts for `tunekit embed`.
 Pure Python: no torch, no datasets.
 """
 
@@ -37,6 +41,10 @@ FORMATS = (
     "unpaired",
     "prompt",
     "classification",
+    "tagging",
+    "pair",
+    "triplet",
+    "scored_pair",
 )
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {
@@ -57,6 +65,11 @@ ALPACA_PROMPT = (
 
 # The fields that identify a format, most specific first.
 _SIGNATURES: list[tuple[str, tuple[str, ...]]] = [
+    ("tagging", ("tokens", "tags")),
+    ("tagging", ("tokens", "ner_tags")),
+    ("scored_pair", ("sentence1", "sentence2", "score")),
+    ("triplet", ("anchor", "positive", "negative")),
+    ("pair", ("anchor", "positive")),
     ("messages", ("messages",)),
     ("sharegpt", ("conversations",)),
     ("alpaca", ("instruction", "output")),
@@ -113,6 +126,13 @@ def normalise(row: dict[str, Any], fmt: str) -> dict[str, Any]:
         return {"prompt": _string_or_messages(row, "prompt")}
     if fmt == "classification":
         return {"text": _string(row, "text"), "label": _class_label(row)}
+    if fmt == "tagging":
+        return _tagging(row)
+    if fmt in ("pair", "triplet"):
+        fields = ("anchor", "positive", "negative") if fmt == "triplet" else ("anchor", "positive")
+        return {field: _string(row, field) for field in fields}
+    if fmt == "scored_pair":
+        return {"sentence1": _string(row, "sentence1"), "sentence2": _string(row, "sentence2"), "score": _score(row)}
     raise ValueError(f"unknown format {fmt!r}")
 
 
@@ -267,6 +287,47 @@ def _class_label(row: dict[str, Any]) -> str:
     return name
 
 
+def _tagging(row: dict[str, Any]) -> dict[str, Any]:
+    """Words and one tag per word: names (B-PER, NN) or integer ids, not both in one row."""
+    tokens, field = row.get("tokens"), "tags" if "tags" in row else "ner_tags"
+    tags = row.get(field)
+    for name, value in (("tokens", tokens), (field, tags)):
+        if not isinstance(value, list) or not value:
+            raise RowError(name, "missing" if value is None else "expected a non-empty list")
+    for i, token in enumerate(tokens):
+        if not isinstance(token, str) or not token.strip():
+            raise RowError(f"tokens[{i}]", f"expected a word, got {token!r}")
+    if len(tags) != len(tokens):
+        raise RowError(field, f"{len(tags)} tags for {len(tokens)} tokens; give one tag per token")
+    kinds = {type(tag) for tag in tags}
+    if kinds not in ({str}, {int}):
+        for i, tag in enumerate(tags):
+            if isinstance(tag, bool) or not isinstance(tag, (str, int)):
+                raise RowError(f"{field}[{i}]", f"expected a tag name or an integer id, got {tag!r}")
+        mixed = next(i for i, tag in enumerate(tags) if type(tag) is not type(tags[0]))
+        raise RowError(f"{field}[{mixed}]", "tag names and integer ids mixed in one row")
+    if kinds == {str}:
+        for i, tag in enumerate(tags):
+            if not tag.strip():
+                raise RowError(f"{field}[{i}]", "empty tag")
+        tags = [tag.strip() for tag in tags]
+    return {"tokens": list(tokens), "tags": list(tags)}
+
+
+def _score(row: dict[str, Any]) -> float:
+    import math
+
+    score = row.get("score")
+    if isinstance(score, str):
+        try:
+            score = float(score)  # CSV cells
+        except ValueError:
+            raise RowError("score", f"expected a number, got {score!r}") from None
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise RowError("score", f"expected a number, got {score!r}")
+    return float(score)
+
+
 def class_labels(names: Iterable[str]) -> list[str]:
     """A label set in class-id order: sorted, numerically when all are integers."""
     names = set(names)
@@ -342,6 +403,10 @@ KIND_COLUMNS: dict[str, tuple[str, ...]] = {
     "unpaired": ("prompt", "completion", "label"),
     "prompt": ("prompt",),
     "classification": ("text", "label"),
+    "tagging": ("tokens", "tags"),
+    "pair": ("anchor", "positive"),
+    "triplet": ("anchor", "positive", "negative"),
+    "scored_pair": ("sentence1", "sentence2", "score"),
 }
 TURN_FIELDS = ("messages", "conversations", "prompt", "completion", "chosen", "rejected")
 
@@ -400,6 +465,8 @@ def normalise_batch(
             normalised, problem = {}, str(err)
         if problem is not None:
             normalised = _placeholder(kind, conversational)
+        if kind == "tagging":  # one Arrow type: integer ids as their decimal strings
+            normalised["tags"] = [str(tag) for tag in normalised["tags"]]
         for name in names:
             out[name].append(normalised[name])
         out["_problem"].append(problem)
@@ -424,6 +491,14 @@ def kind_features(kind: str, conversational: bool) -> Any:
         "chosen": part,
         "rejected": part,
         "label": Value("bool") if kind == "unpaired" else text,
+        "tokens": List(text),
+        "tags": List(text),  # names, or integer ids as their decimal strings (tunekit.data names them)
+        "anchor": text,
+        "positive": text,
+        "negative": text,
+        "sentence1": text,
+        "sentence2": text,
+        "score": Value("float64"),
     }
     book = {"_problem": Value("string"), "_index": Value("int64"), "_source": Value("int32")}
     return Features({**{name: types[name] for name in KIND_COLUMNS[kind]}, **book})
@@ -445,4 +520,5 @@ def _mixed_form(row: dict[str, Any], conversational: bool) -> str | None:
 def _placeholder(kind: str, conversational: bool) -> dict[str, Any]:
     empty: Any = [] if conversational else ""
     values = {"text": "", "messages": [], "prompt": empty, "completion": empty, "chosen": empty, "rejected": empty}
-    return {**values, "label": False if kind == "unpaired" else ""}
+    texts = {"anchor": "", "positive": "", "negative": "", "sentence1": "", "sentence2": "", "score": 0.0}
+    return {**values, **texts, "tokens": [], "tags": [], "label": False if kind == "unpaired" else ""}

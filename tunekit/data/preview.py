@@ -143,10 +143,14 @@ class Preview:
         return text, spans
 
     def render(self, row: dict[str, Any], kind: str, train_on: str) -> Rendered:
+        if kind == "tagging":
+            return self.render_tagged(row)
         return self.render_many([row], kind, train_on)[0]
 
     def render_many(self, rows: Any, kind: str, train_on: str) -> list[Rendered]:
         """Rows rendered and tokenised in one batch (the tokenizer encodes them in parallel)."""
+        if kind == "tagging":
+            return [self.render_tagged(row) for row in rows]
         texts: list[tuple[str, list[tuple[int, int]], bool]] = [self._text(row, kind, train_on) for row in rows]
         found: list[Rendered | None] = [None] * len(texts)
         for special_tokens in (True, False):
@@ -184,6 +188,17 @@ class Preview:
         if train_on == "all" and kind != "classification":
             spans = [(0, len(text))]
         return text, spans, special_tokens
+
+    def render_tagged(self, row: dict[str, Any]) -> Rendered:
+        """A tagging row as `word/TAG ...`; the tokens are the words' sub-words as `tunekit tag` makes them
+        (tunekit.data.tagging.add_prefix_space applied by the caller), loss on each word's first sub-word token."""
+        text = " ".join(f"{word}/{tag}" for word, tag in zip(row["tokens"], row["tags"]))
+        encoding = self.tokenizer.encode(row["tokens"], is_pretokenized=True)
+        mask, previous = [], None
+        for word in encoding.word_ids:
+            mask.append(int(word is not None and word != previous))
+            previous = word
+        return Rendered(text, [], list(encoding.ids), mask)
 
     def render_seq2seq(self, row: dict[str, Any], kind: str) -> Rendered:
         """An encoder-decoder example: the encoder's source, a newline, then the decoder's target (all of

@@ -8,7 +8,8 @@
     (1, ['messages'])
 
 Sources: `.jsonl`, `.json` (a list, or `{"data": [...]}`), `.csv`, `.parquet`, `.txt` (one `text`
-row per non-empty line), a `save_to_disk` folder, `builtin:NAME` (shipped with tunekit), or a Hub
+row per non-empty line), `.conll` (a token and its tag per line, a blank line between sentences), a
+`save_to_disk` folder, `builtin:NAME` (shipped with tunekit), or a Hub
 dataset id. `open_source` reads through `datasets` into memory-mapped Arrow files under the tunekit
 cache (or streams with `streaming=True`); a row's number is the one a user would look for: the line of
 a JSON-lines or text file, the spreadsheet row of a CSV (the header is row 1), else 1-based. A file
@@ -51,7 +52,9 @@ def resolve_source(source: str) -> Path | str:
     path = Path(source).expanduser()
     if path.exists():
         return path
-    if path.suffix.lower() in {".jsonl", ".json", ".csv", ".parquet", ".txt"} or source.startswith((".", "/", "~")):
+    if path.suffix.lower() in {".jsonl", ".json", ".csv", ".parquet", ".txt", ".conll"} or source.startswith(
+        (".", "/", "~")
+    ):
         raise DataError(f"data file not found: {source} (relative paths start at {Path.cwd()})")
     return source
 
@@ -77,10 +80,11 @@ def read_rows(source: str, split: str = "train") -> Rows:
         ".csv": _read_csv,
         ".parquet": _read_parquet,
         ".txt": _read_txt,
+        ".conll": _read_conll,
     }
     if suffix not in readers:
         raise DataError(
-            f"{source}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv, .parquet or .txt"
+            f"{source}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv, .parquet, .txt or .conll"
         )
     rows = readers[suffix](where)
     if not rows:
@@ -118,6 +122,35 @@ def _read_txt(path: Path) -> Rows:
     """Plain text, one document per line (blank lines skipped), for continued pretraining."""
     lines = _read_text(path).split("\n")
     return [(number, {"text": line.rstrip("\r")}) for number, line in enumerate(lines, start=1) if line.strip()]
+
+
+def _read_conll(path: Path) -> Rows:
+    """CoNLL text: a token per line, its tag in the last whitespace-separated column (CoNLL-2003's four columns
+    are token, POS, chunk, NER), a blank line between sentences, `-DOCSTART-` lines skipped. Each sentence is a
+    tagging row numbered by the line of its first token."""
+    rows: Rows = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    first = 0
+    with path.open(encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            columns = line.split()
+            if columns and columns[0] == "-DOCSTART-":
+                continue
+            if not columns:
+                if tokens:
+                    rows.append((first, {"tokens": tokens, "tags": tags}))
+                tokens, tags = [], []
+                continue
+            if len(columns) < 2:
+                raise DataError(f"{path}, line {number}: expected a token and its tag separated by whitespace")
+            if not tokens:
+                first = number
+            tokens.append(columns[0])
+            tags.append(columns[-1])
+    if tokens:
+        rows.append((first, {"tokens": tokens, "tags": tags}))
+    return rows
 
 
 def _read_json(path: Path) -> Rows:
@@ -170,9 +203,12 @@ class Opened:
     fingerprint: str  # changes when the content does (tunekit.data.cache keys)
     first: int = 1  # the number of row 0: 2 for CSV, whose header is row 1
     lines: Path | None = None  # a JSON-lines file: rows are its non-blank lines
+    numbers: tuple[int, ...] = ()  # a file read row by row into sentences (.conll): each row's first line
 
     def number(self, index: int) -> int:
         """The number a user would look for, of the row at 0-based `index`."""
+        if self.numbers:
+            return self.numbers[index]
         if self.lines is None:
             return index + self.first
         with self.lines.open(encoding="utf-8-sig", errors="replace") as handle:
@@ -203,9 +239,21 @@ def open_source(source: str, split: str = "train", streaming: bool = False, cach
         dataset = _load_disk(where, split)
         return Opened(source, dataset.to_iterable_dataset() if streaming else dataset, folder_fingerprint(where))
     suffix = where.suffix.lower()
+    if suffix == ".conll":  # no Arrow reader: sentences gathered in Python (tagging sets are small)
+        _check_utf8(where)
+        rows = _read_conll(where)
+        if not rows:
+            raise DataError(f"{source}: no rows")
+        dataset = datasets.Dataset.from_list([row for _, row in rows])
+        return Opened(
+            source,
+            dataset.to_iterable_dataset() if streaming else dataset,
+            file_fingerprint(where),
+            numbers=tuple(number for number, _ in rows),
+        )
     if suffix not in SUFFIXES:
         raise DataError(
-            f"{source}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv, .parquet or .txt"
+            f"{source}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv, .parquet, .txt or .conll"
         )
     builder, options = SUFFIXES[suffix], _builder_options(where, suffix)
     if builder != "parquet":

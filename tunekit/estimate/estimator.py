@@ -117,7 +117,7 @@ def _precision_notes(setup: Setup, dtypes: list[str], model: Model) -> list[str]
     if model.dims.experts and any(d in ("int8", "int4") for d in dtypes):
         notes.append(
             "mixture of experts: transformers 5 stores experts as 3-D parameters, which bitsandbytes "
-            "does not quantise and `all-linear` LoRA does not target"
+            "does not quantise; `all-linear` LoRA adapts them (peft's target_parameters) and leaves the router frozen"
         )
     if model.dims.needs_eager and setup.attention in (None, "sdpa"):
         notes.append(f"{model.dims.model_type}: no SDPA path in transformers, eager attention assumed (s^2 scores)")

@@ -190,10 +190,10 @@ def _apply_method(model: Any, config: dict[str, Any], setup: Setup) -> Any:
         return _freeze_below(model, config, setup.trainable_layers)
     from peft import get_peft_model
 
-    return get_peft_model(model, peft_config(config, setup))
+    return get_peft_model(model, peft_config(config, setup, model))
 
 
-def peft_config(config: dict[str, Any], setup: Setup) -> Any:
+def peft_config(config: dict[str, Any], setup: Setup, model: Any = None) -> Any:
     from peft import (
         LoraConfig,
         PrefixTuningConfig,
@@ -206,13 +206,21 @@ def peft_config(config: dict[str, Any], setup: Setup) -> Any:
     task = tasks.get(model_type, "CAUSAL_LM")
     if task is None and setup.method in PROMPT_METHODS:
         raise UserError(f"--measure: peft's {setup.method} needs a causal or sequence-to-sequence LM, not {model_type}")
+    from tunekit.train.builders import lora_targets
+
     targets = setup.lora_targets if isinstance(setup.lora_targets, str) else list(setup.lora_targets)
     if setup.method in ADAPTER_METHODS:
+        modules, parameters = lora_targets(model, targets)  # as training resolves them (mixture-of-experts)
+        if parameters and setup.lora_dropout:
+            raise UserError(
+                "--lora-dropout: peft's LoRA on the 3-D expert weights of a mixture of experts takes none; use 0"
+            )
         return LoraConfig(
             r=setup.lora_r,
             lora_alpha=2 * setup.lora_r,
             lora_dropout=setup.lora_dropout,
-            target_modules=targets,
+            target_modules=modules,
+            target_parameters=parameters,
             bias=setup.lora_bias,
             task_type=task,
             use_dora=setup.use_dora,

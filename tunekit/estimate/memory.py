@@ -247,6 +247,11 @@ def _extra_trainables(model: Model, setup: Setup) -> list[Trainable]:
         # trl casts QLoRA's adapters to the compute dtype but leaves DoRA's magnitude in peft's fp32
         magnitude = 4 if setup.quantized else nbytes
         for t in lora_targets(model, setup.lora_targets):
+            if t.kind == "expert":  # peft's target_parameters: one A (r*E, in) and B (out, r*E) per layer
+                experts, fan_out, fan_in = t.shape
+                rank = setup.lora_r * experts
+                out += [Trainable((rank, fan_in), nbytes, t.copies), Trainable((fan_out, rank), nbytes, t.copies)]
+                continue
             fan_in, fan_out = t.in_out
             out += [
                 Trainable((setup.lora_r, fan_in), nbytes, t.copies),
@@ -310,10 +315,12 @@ def _new_token_modules(model: Model, setup: Setup) -> list[Trainable]:
 
 
 def lora_targets(model: Model, targets: str | tuple[str, ...] | list[str]) -> list[Tensor]:
-    """The linear weights peft's `target_modules` selects (a name list matches module-name suffixes)."""
+    """The linear weights peft's `target_modules` selects (a name list matches module-name suffixes). `all-linear`
+    also takes the 3-D expert weights of a mixture of experts, as tunekit trains them (train.builders.lora_targets);
+    the router is left alone."""
     linear = [t for t in model.tensors if t.kind in ("linear", "head") and t.name.endswith("weight")]
     if targets == "all-linear":
-        return [t for t in linear if t.kind == "linear"]
+        return [t for t in linear if t.kind == "linear"] + model.of_kind("expert")
     if isinstance(targets, str):
         pattern = re.compile(targets)
         chosen = [t for t in linear if any(pattern.fullmatch(n.rsplit(".", 1)[0]) for n in t.names())]

@@ -19,6 +19,7 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     BitsAndBytesConfig,
     PreTrainedTokenizerBase,
@@ -32,9 +33,11 @@ HEADS = {
     "causal-lm": AutoModelForCausalLM,
     "score": AutoModelForSequenceClassification,  # one score per sequence (reward models)
     "classify": AutoModelForSequenceClassification,  # one logit per label (`labels`)
+    "tag": AutoModelForTokenClassification,  # one logit per tag, for every token (`labels`: the tag names)
     "masked-lm": AutoModelForMaskedLM,
     "seq2seq-lm": AutoModelForSeq2SeqLM,  # encoder-decoders (T5, BART): `tunekit sft` hands them to methods/seq2seq
 }
+EMBED = "embed"  # a sentence-transformers model (`tunekit embed`): load_sentence_transformer
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -117,16 +120,18 @@ def load_model(
 ) -> Any:
     """The model for training. A quantised base gets peft's k-bit preparation (fp32 norms, input grads);
     an adapter folder is merged into its base, or with `adapter.existing: continue` comes back as a
-    trainable PeftModel. The `classify` head gets one logit per name in `labels`; score and classify heads
-    take the tokenizer's `pad_token_id`. `command` (the recipe's method) names the command in a refusal."""
+    trainable PeftModel. The `classify` and `tag` heads get one logit per name in `labels`; score and classify
+    heads take the tokenizer's `pad_token_id`. `command` (the recipe's method) names the command in a refusal."""
     kwargs = load_kwargs(section, dtype)
+    if head == EMBED:
+        return load_sentence_transformer(ref, section, kwargs)
     quant = kwargs.get("quantization_config")
     if head in ("score", "classify"):
         kwargs["pad_token_id"] = pad_token_id
     if head == "score":
         kwargs["num_labels"] = 1
-    if head == "classify":  # the label names travel in config.json (id2label), for any tool reading final/
-        assert labels, "the classify head needs the label names"
+    if head in ("classify", "tag"):  # the label names travel in config.json (id2label), for any tool reading final/
+        assert labels, f"the {head} head needs the label names"
         kwargs.update(
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
@@ -142,6 +147,24 @@ def load_model(
     if ref.adapter is not None:
         model = _apply_adapter(model, ref, section, adapter)
     return model
+
+
+def load_sentence_transformer(ref: ModelRef, section: ModelSection, kwargs: dict[str, Any]) -> Any:
+    """A sentence-transformers model: a folder with its modules.json as it is; any other encoder (a BERT,
+    a tiny model) gets sentence-transformers' default stack, the encoder then mean pooling."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(
+            ref.base.path,
+            device=default_device(),
+            revision=section.revision,
+            trust_remote_code=section.trust_remote_code,
+            model_kwargs=kwargs,
+        )
+    except OSError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"cannot load {section.name_or_path} as an embedding model: {first}") from None
 
 
 def keep_4bit_layers_trainable(model: Any) -> None:
@@ -167,20 +190,28 @@ def keep_4bit_layers_trainable(model: Any) -> None:
 
 
 def check_head(ref: ModelRef, head: str, command: str | None = None) -> None:
-    """An encoder-decoder (T5, BART) loads as seq2seq-lm, or for classify when transformers has a
-    sequence-classification class for its family; other heads need a decoder- or encoder-only model."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    """An encoder-decoder (T5, BART) loads as seq2seq-lm, or for classify / tag when transformers has a
+    sequence- / token-classification class for its family; other heads need a decoder- or encoder-only model."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+        MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
+    )
 
     if head == "seq2seq-lm" or not ref.is_encoder_decoder:
         return
     family = ref.family
-    if head == "classify" and family in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+    classes = {
+        "classify": ("sequence", MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES, "T5/BART-family"),
+        "tag": ("token", MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES, "T5-family"),
+    }
+    if head in classes and family in classes[head][1]:
         return
     shown = f"`tunekit {command}`" if command else "this command"
-    if head == "classify":
+    if head in classes:
+        kind, _, families = classes[head]
         raise UserError(
-            f"{ref.name} is an encoder-decoder model ({family}) with no sequence-classification head in transformers; "
-            f"{shown} needs an encoder-only (BERT family), decoder-only, or T5/BART-family model"
+            f"{ref.name} is an encoder-decoder model ({family}) with no {kind}-classification head in transformers; "
+            f"{shown} needs an encoder-only (BERT family), decoder-only, or {families} model"
         )
     raise UserError(
         f"{ref.name} is an encoder-decoder model ({family}); {shown} needs a decoder-only model "

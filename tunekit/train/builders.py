@@ -67,11 +67,13 @@ def peft_config(
         # peft's SEQ_CLS trains a new head named `classifier` or `score`; T5 and BART name theirs so
         if task_type == "SEQ_CLS" and hasattr(model, "classification_head"):
             saved.append("classification_head")
+        modules, parameters = lora_targets(model, adapter.target_modules, task_type)
         return LoraConfig(
             r=adapter.r,
             lora_alpha=adapter.alpha,
             lora_dropout=adapter.dropout,
-            target_modules=adapter.target_modules,
+            target_modules=modules,
+            target_parameters=parameters,
             bias=adapter.bias,
             task_type=task_type,
             modules_to_save=saved or None,
@@ -111,6 +113,38 @@ def embedding_modules(model: Any) -> list[str]:
     if output is not None:
         found.append(names[id(output)])
     return found
+
+
+def lora_targets(
+    model: Any, targets: str | list[str], task_type: str | None = None
+) -> tuple[str | list[str], list[str] | None]:
+    """peft's `target_modules` and `target_parameters` for `adapter.target_modules`.
+
+    Token classification: peft's `all-linear` leaves out the head only for sequence classification, and a token
+    classifier's head (`classifier`, `score`) is both a linear layer and, for peft's TOKEN_CLS, a module it trains
+    whole, which peft refuses; `all-linear` then means every nn.Linear but the head.
+
+    transformers 5 stores a mixture-of-experts layer's experts as 3-D parameters (experts x out x in), not as
+    nn.Linear modules, and its router as a custom module. On such a model `all-linear` means every nn.Linear
+    (attention; not the output layer or a classifier head) plus LoRA on each expert's matrices through peft's
+    `target_parameters`; the router stays frozen with no adapter, so tokens keep the routing (and the load
+    balance) the model was trained with. (peft 0.21's own `all-linear` on Mixtral also puts LoRA on the router.)
+    """
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    if targets != "all-linear" or model is None:
+        return targets, None
+    experts = sorted(name for name, param in model.named_parameters() if param.ndim == 3)
+    if not experts and task_type != "TOKEN_CLS":
+        return targets, None
+    heads = {model.get_output_embeddings(), *(getattr(model, name, None) for name in ("score", "classifier"))}
+    linear = sorted(
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, (torch.nn.Linear, Conv1D)) and module not in heads
+    )
+    return linear, experts or None
 
 
 def trainer_kwargs(recipe: Recipe, out: Path, model_dtype: torch.dtype, has_eval: bool) -> dict[str, Any]:
@@ -219,7 +253,10 @@ def trainer_inputs(
 
 
 def trainer_rows(dataset: Any) -> Any:
-    """A dataset without tunekit's bookkeeping columns (`_source`: which source gave the row)."""
+    """A dataset without tunekit's bookkeeping columns (`_source`: which source gave the row); rows a method
+    encoded itself as a list (`tunekit tag`) pass as they are."""
+    if isinstance(dataset, list):
+        return dataset
     names = dataset.column_names or []
     return dataset.remove_columns([name for name in names if name.startswith("_")])
 

@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.data import Data, load_data
+from tunekit.data import Data, recipe_data
 from tunekit.errors import UserError
 from tunekit.folders import Claim, folder_path
 from tunekit.models.refs import ModelRef, resolve
@@ -144,7 +144,7 @@ def _checked(recipe: Recipe, options: RunOptions) -> Plan:
     ref = resolve(recipe.model.name_or_path, recipe.model.revision, build=True, download=True)
     method = module_for(recipe, ref)
     with launch.main_process_first():
-        data = load_data(recipe.data, recipe.training.seed, recipe.method, _label_order(recipe))
+        data = recipe_data(recipe)
     check_environment(recipe)
     check_reward_source(recipe)
     check_peft_options(recipe, ref, options)
@@ -164,12 +164,6 @@ def _checked(recipe: Recipe, options: RunOptions) -> Plan:
         with launch.main_process_first():  # the method's check tokenises (sft, classify, pretrain)
             plan.prepared = method.check(plan)
     return plan
-
-
-def _label_order(recipe: Recipe) -> list[str] | None:
-    from tunekit.config.schema import ClassifyRecipe
-
-    return recipe.classify.labels if isinstance(recipe, ClassifyRecipe) else None
 
 
 def load(plan: Plan) -> Run:

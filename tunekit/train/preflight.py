@@ -108,6 +108,14 @@ def check_adapter(adapter: AdapterSection, model: Any) -> None:
                 f"adapter.target_modules: {', '.join(missing)} not found in this {family} model; "
                 f"its linear layers are named {', '.join(n for n in linear if n != 'lm_head')} (or use all-linear)"
             )
+    if adapter.type in ("lora", "qlora") and adapter.dropout:
+        from tunekit.train.builders import lora_targets
+
+        if lora_targets(model, adapter.target_modules)[1]:
+            raise UserError(
+                f"adapter.dropout: {adapter.dropout} cannot apply to the experts of this {family} model (peft's "
+                "LoRA on 3-D expert weights takes no dropout); set adapter.dropout: 0"
+            )
     if adapter.type == "prefix_tuning" and not _has_attention_cache(model):
         raise UserError(
             f"adapter.type: prefix_tuning puts learned keys and values into the attention cache of every layer; "

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.config.schema import ClassifyRecipe, GRPORecipe, PPORecipe, PretrainRecipe
-from tunekit.data import Data, load_data, sources_of
+from tunekit.config.schema import EmbedRecipe, GRPORecipe, PPORecipe, PretrainRecipe
+from tunekit.data import Data, recipe_data, rows_of, sources_of
 from tunekit.data.preview import Preview, Rendered
 from tunekit.data.sources import resolve_source
+from tunekit.data.spans import corrupt, sentinel_ids
+from tunekit.data.tagging import add_prefix_space, entity_counts
 from tunekit.errors import DataError, UserError
 from tunekit.models.refs import ModelRef, resolve
 from tunekit.models.tiny import tiny_arch
@@ -32,6 +34,12 @@ from tunekit.train.preflight import (
     check_targets,
     sample_rows,
 )
+
+EMBEDDED = {  # `tunekit embed`: the texts of a row
+    "pair": ("anchor", "positive"),
+    "triplet": ("anchor", "positive", "negative"),
+    "scored_pair": ("sentence1", "sentence2"),
+}
 
 
 @dataclass
@@ -71,7 +79,7 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     preview = _preview(ref)
     check_reward_source(recipe)
     try:
-        data = load_data(recipe.data, recipe.training.seed, recipe.method, _label_order(recipe))
+        data = recipe_data(recipe)
     except DataError as err:
         if not any(_is_hub_dataset(spec.path) for spec in sources_of(recipe.data.train, recipe.data)):
             raise
@@ -80,13 +88,17 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
         report.notes.append(f"data rows not checked: {err}")
         return report
     report = Report(recipe, ref.describe(), data)
+    spans = isinstance(recipe, PretrainRecipe) and _span_corruption(recipe, ref)
     if isinstance(recipe, PretrainRecipe):
+        section = recipe.pretrain
         objective = {
             "clm": "next-token prediction",
-            "mlm": f"the masked {recipe.pretrain.mlm_probability:.0%} of tokens",
+            "mlm": f"the masked {section.mlm_probability:.0%} of tokens",
             "auto": "next tokens (decoder-only) or masked tokens (encoder-only)",
-        }[recipe.pretrain.objective]
-        size = recipe.pretrain.block_size
+            "span_corruption": f"the target: {section.noise_density:.0%} of the tokens hidden in spans of "
+            f"{section.mean_span_length:g} on average, each span a sentinel in the input",
+        }["span_corruption" if spans else section.objective]
+        size = section.block_size
         report.notes.append(
             f"pretrain: documents are concatenated and cut into blocks of {size} tokens; loss on {objective}"
         )
@@ -104,11 +116,25 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
             "encoder-decoder model: each example shows the encoder's input, then the target "
             "(decoder, marked); each side is cut at data.max_length on its own"
         )
+    if data.kind in EMBEDDED:
+        report.notes.append(_embedding_note(recipe, data))
+    if data.kind == "tagging":
+        add_prefix_space(preview.tokenizer)  # as `tunekit tag` tokenises the words
+        counted = ", ".join(f"{name} {n:,}" for name, n in entity_counts(rows_of(data.train), data.scheme).items())
+        what = "tags" if data.scheme == "plain" else "entities"
+        report.notes.append(
+            f"tags ({data.scheme}): {', '.join(data.labels)}; train {what}: {counted}; each word's tag is on its "
+            "first sub-word token"
+        )
     rendered, labels = _rendered(preview, data.kind, sample_rows(data.train), recipe.train_on, seq2seq)
     if recipe.method == "sft" and not seq2seq:
         report.notes += check_loss_survives(preview, data, recipe, train=rendered)
     report.examples = rendered[:examples]
     report.example_labels = labels[:examples]
+    if spans and examples:  # the first block as the model sees it, in place of the first document
+        assert isinstance(recipe, PretrainRecipe)
+        report.examples = [_corrupted_block(preview, data, recipe), *report.examples[: examples - 1]]
+        report.example_labels = ["span corruption: input, then the target", *report.example_labels[: examples - 1]]
     rows = data.train_rows
     sampled = rows is None or rows > MAX_ROWS_MEASURED
     report.stats = _length_stats(rendered, None if not sampled else rows, _limit(recipe))
@@ -162,6 +188,10 @@ def _trained_sequences(row: dict, kind: str) -> list[tuple[str, str, dict]]:
         return [("prompt", "prompt_completion", {"prompt": row["prompt"], "completion": empty})]
     if kind == "classification":  # the loss is on the label: no token carries it
         return [(row["label"], "classification", row)]
+    if kind == "tagging":
+        return [("", "tagging", row)]
+    if kind in EMBEDDED:  # each text is encoded on its own; the loss compares their embeddings
+        return [(name, "classification", {"text": row[name]}) for name in EMBEDDED[kind]]
     if kind == "unpaired":
         label = "desirable" if row["label"] else "undesirable"
         return [(label, "prompt_completion", {"prompt": row["prompt"], "completion": row["completion"]})]
@@ -183,8 +213,60 @@ def _preview(ref: ModelRef) -> Preview | None:
     return Preview.from_folder(folder) if (folder / "tokenizer.json").exists() else None
 
 
-def _label_order(recipe: Recipe) -> list[str] | None:
-    return recipe.classify.labels if isinstance(recipe, ClassifyRecipe) else None
+def _embedding_note(recipe: Recipe, data: Data) -> str:
+    """What `tunekit embed` will optimise and measure (the same choice as methods.embed.check)."""
+    from tunekit.methods.embed import retrieval_task
+
+    assert isinstance(recipe, EmbedRecipe)
+    loss = recipe.embed.loss_for(data.kind)
+    if data.kind == "scored_pair":
+        scores = data.train["score"]
+        return f"embed: {loss} loss; train scores {min(scores):g} to {max(scores):g}; held out: Spearman, Pearson"
+    task = retrieval_task(rows_of(data.train), rows_of(data.eval), recipe.embed.corpus)
+    return (
+        f"embed: {loss} loss (the batch's other positives are negatives); held out: {len(task.queries)} queries "
+        f"searched among {len(task.corpus)} documents (embed.corpus: {recipe.embed.corpus}): recall@1, recall@10, "
+        "MRR@10"
+    )
+
+
+def _span_corruption(recipe: PretrainRecipe, ref: ModelRef) -> bool:
+    """The objective the run takes: span corruption for an encoder-decoder unless the recipe names another
+    (which the run then refuses, naming the model)."""
+    objective = recipe.pretrain.objective
+    return objective == "span_corruption" or (objective == "auto" and ref.is_encoder_decoder)
+
+
+def _corrupted_block(preview: Preview, data: Data, recipe: PretrainRecipe) -> Rendered:
+    """The first block of train's documents, corrupted as the run corrupts a held-out block (the run's seed):
+    the encoder's input with its sentinels, a newline, then the target (marked, it carries the loss)."""
+    import random
+
+    section, tokenizer = recipe.pretrain, preview.tokenizer
+    size = section.block_size
+    sentinels = sentinel_ids(
+        tokenizer.token_to_id, size, section.noise_density, section.mean_span_length, recipe.model.name_or_path
+    )
+    stream: list[int] = []
+    for row in data.train:
+        stream += tokenizer.encode(row["text"]).ids
+        if len(stream) >= size:
+            break
+    if len(stream) < size:
+        raise DataError(f"{recipe.data.train}: {len(stream)} tokens of text, less than one block of {size}")
+    eos = tokenizer.token_to_id(preview.special.get("eos_token", ""))
+    assert eos is not None, "a tokenizer with sentinels has an EOS token"
+    inputs, target = corrupt(
+        stream[:size],
+        sentinels,
+        eos,
+        section.noise_density,
+        section.mean_span_length,
+        random.Random(recipe.training.seed),
+    )
+    source, shown = (tokenizer.decode(ids, skip_special_tokens=False) for ids in (inputs, target))
+    text = f"{source}\n{shown}"
+    return Rendered(text, [(len(source) + 1, len(text))], inputs + target, [0] * len(inputs) + [1] * len(target))
 
 
 def _is_hub_dataset(source: str) -> bool:
