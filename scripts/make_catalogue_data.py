@@ -12,9 +12,10 @@ every product's description is among the documents searched.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
+
+from make_builtin_data import write  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1] / "tunekit" / "datasets"
 
@@ -66,12 +67,6 @@ def main() -> None:
     rng.shuffle(rows)
     write(ROOT / "catalogue.jsonl", rows)
     write(ROOT / "catalogue-test.jsonl", [{"anchor": query(*p, rng), "positive": description(*p)} for p in held_out])
-
-
-def write(path: Path, found: list[dict]) -> None:
-    with path.open("w") as handle:
-        for row in found:
-            handle.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

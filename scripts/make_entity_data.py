@@ -10,9 +10,10 @@ surnames, places or organisation names of the training set, so a tagger scores t
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
+
+from make_builtin_data import write  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1] / "tunekit" / "datasets"
 
@@ -141,12 +142,6 @@ def main() -> None:
         assert not set(pool[0].split()) & set(pool[1].split()), pool
     write(ROOT / "entities.jsonl", rows(1000, 0, seed=2024))
     write(ROOT / "entities-test.jsonl", rows(150, 1, seed=2025))
-
-
-def write(path: Path, found: list[dict]) -> None:
-    with path.open("w") as handle:
-        for row in found:
-            handle.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

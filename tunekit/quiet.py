@@ -22,6 +22,8 @@ ENVIRONMENT = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' own load bars follow the Hub's setting
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "TORCH_CPP_LOG_LEVEL": "ERROR",  # c10 warnings (DDP's reducer) that torch prints from C++
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # a bar each time samples are logged to MLflow
+    "WANDB_SILENT": "true",  # "Running in WANDB offline mode" and W&B's other console lines
 }
 
 

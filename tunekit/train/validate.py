@@ -90,18 +90,7 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     report = Report(recipe, ref.describe(), data)
     spans = isinstance(recipe, PretrainRecipe) and _span_corruption(recipe, ref)
     if isinstance(recipe, PretrainRecipe):
-        section = recipe.pretrain
-        objective = {
-            "clm": "next-token prediction",
-            "mlm": f"the masked {section.mlm_probability:.0%} of tokens",
-            "auto": "next tokens (decoder-only) or masked tokens (encoder-only)",
-            "span_corruption": f"the target: {section.noise_density:.0%} of the tokens hidden in spans of "
-            f"{section.mean_span_length:g} on average, each span a sentinel in the input",
-        }["span_corruption" if spans else section.objective]
-        size = section.block_size
-        report.notes.append(
-            f"pretrain: documents are concatenated and cut into blocks of {size} tokens; loss on {objective}"
-        )
+        report.notes.append(_pretrain_note(recipe, spans))
     if preview is None:
         report.notes.append(
             "tokenizer not available offline: examples and token statistics skipped (training will download it)"
@@ -141,6 +130,20 @@ def check_recipe(recipe: Recipe, examples: int = 3) -> Report:
     if len(data.sources) > 1 and not data.streaming:
         report.per_source = _per_source_stats(data, preview, recipe, seq2seq)
     return report
+
+
+def _pretrain_note(recipe: PretrainRecipe, spans: bool) -> str:
+    section = recipe.pretrain
+    objective = {
+        "clm": "next-token prediction",
+        "mlm": f"the masked {section.mlm_probability:.0%} of tokens",
+        "auto": "next tokens (decoder-only) or masked tokens (encoder-only)",
+        "span_corruption": f"the target: {section.noise_density:.0%} of the tokens hidden in spans of "
+        f"{section.mean_span_length:g} on average, each span a sentinel in the input",
+    }["span_corruption" if spans else section.objective]
+    return (
+        f"pretrain: documents are concatenated and cut into blocks of {section.block_size} tokens; loss on {objective}"
+    )
 
 
 def _per_source_stats(data: Data, preview: Preview, recipe: Recipe, seq2seq: bool) -> list[LengthStats | None]:
