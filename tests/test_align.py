@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, write_jsonl, write_recipe
-from tunekit.config.schema import DataSection
+from tunekit.config.sections import DataSection
 from tunekit.data import load_data
 
 PAIRS = [json.loads(line) for line in (ROOT / "tunekit" / "datasets" / "reversal-preference.jsonl").open()][:24]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, chat_rows, reversal_pairs, write_jsonl, write_recipe
-from tunekit.config.schema import DataSection
+from tunekit.config.sections import DataSection
 from tunekit.data import load_data
 from tunekit.data.formats import normalise
 from tunekit.errors import DataError

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import chat_rows, reversal_pairs, write_jsonl, write_recipe
-from tunekit.config.schema import DataSection, Source
+from tunekit.config.sections import DataSection, Source
 from tunekit.data import load_data
 from tunekit.errors import DataError
 

@@ -196,7 +196,7 @@ def test_bad_reward_settings_exit_2(cli, tmp_path: Path, overrides: list[str], e
 
 
 def test_prompt_only_rows(tmp_path: Path) -> None:
-    from tunekit.config.schema import DataSection
+    from tunekit.config.sections import DataSection
     from tunekit.data import load_data
     from tunekit.errors import DataError
 

@@ -9,7 +9,7 @@ import torch
 def test_lora_gradients_are_the_same_after_an_evaluation() -> None:
     from peft import LoraConfig, get_peft_model
 
-    from tunekit.config.schema import AdapterSection, ModelSection
+    from tunekit.config.sections import AdapterSection, ModelSection
     from tunekit.models.loading import load_model
     from tunekit.models.refs import resolve
 

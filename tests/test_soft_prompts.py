@@ -74,7 +74,7 @@ def test_only_the_prompt_trains_and_held_out_loss_drops(cli, tmp_path: Path, bas
 
 
 def _write_eval_rows(path: Path) -> None:
-    from tunekit.config.schema import DataSection
+    from tunekit.config.sections import DataSection
     from tunekit.data import load_data
 
     data = load_data(DataSection(train="builtin:reversal"), seed=42, method="sft")
@@ -86,7 +86,7 @@ def test_text_initialisation_starts_from_the_text_embeddings(base: Path) -> None
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunekit.config.schema import AdapterSection
+    from tunekit.config.sections import AdapterSection
     from tunekit.train.builders import peft_config
 
     adapter = AdapterSection(
@@ -174,7 +174,7 @@ def test_prefix_tuned_generation_never_prints_the_base_models_text(arch: str) ->
 def test_prefix_tuning_refused_for_a_model_that_does_not_generate(base: Path) -> None:
     from transformers import AutoModelForMaskedLM
 
-    from tunekit.config.schema import AdapterSection
+    from tunekit.config.sections import AdapterSection
     from tunekit.errors import UserError
     from tunekit.models.tiny import ensure_tiny
     from tunekit.train.preflight import check_adapter

@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from tunekit.config.schema import RECIPES, SECTIONS, RecipeBase, Source
+from tunekit.config.schema import RECIPES, SECTIONS, RecipeBase
+from tunekit.config.sections import Source
 
 BEGIN, END = "<!-- recipe-reference:begin -->", "<!-- recipe-reference:end -->"
 

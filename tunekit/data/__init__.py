@@ -1,7 +1,7 @@
 """Training data as Arrow datasets: sources read, formats detected, every row checked and normalised, sources
 mixed, eval held out. No torch; every row goes through `datasets`, never a Python list of rows.
 
-    >>> from tunekit.config.schema import DataSection
+    >>> from tunekit.config.sections import DataSection
     >>> data = load_data(DataSection(train="builtin:reversal"), seed=0, method="sft")
     >>> data.format, data.kind, data.train.num_rows, data.eval.num_rows
     ('messages', 'messages', 288, 32)
@@ -23,7 +23,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunekit.config.schema import DataSection, Recipe, Source
+from tunekit.config.schema import Recipe
+from tunekit.config.sections import DataSection, Source
 from tunekit.data.formats import (
     KIND_COLUMNS,
     class_labels,

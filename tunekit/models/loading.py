@@ -1,6 +1,6 @@
 """Load the model a reference names (tunekit.models.refs) for training, in the recipe's precision.
 
-    >>> from tunekit.config.schema import ModelSection
+    >>> from tunekit.config.sections import ModelSection
     >>> from tunekit.models.refs import resolve
     >>> section = ModelSection(name_or_path="tiny:llama")
     >>> model = load_model(resolve(section.name_or_path, build=True), section)  # doctest: +SKIP
@@ -25,7 +25,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from tunekit.config.schema import AdapterSection, ModelSection
+from tunekit.config.sections import AdapterSection, ModelSection
 from tunekit.errors import UserError
 from tunekit.models.refs import ModelRef
 

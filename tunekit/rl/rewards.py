@@ -1,6 +1,6 @@
 """Reward sources for `tunekit ppo` and `tunekit grpo`: a reward model, a classifier label, or a function.
 
-    >>> from tunekit.config.schema import PPOSection
+    >>> from tunekit.config.sections import PPOSection
     >>> reward = reward_source(PPOSection(reward_function="tunekit.rl.rewards:s_words"))
     >>> reward(["Say something"], [" sun sea tree"])
     [0.6667]
@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tunekit.config.schema import RewardSourceSection
+from tunekit.config.sections import RewardSourceSection
 from tunekit.errors import UserError
 
 Reward = Callable[[list[Any], list[str]], list[float]]

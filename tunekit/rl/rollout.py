@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunekit.config.schema import RewardSourceSection
+from tunekit.config.sections import RewardSourceSection
 from tunekit.data.chat import render_prompt
 from tunekit.rl.ppo_math import entropy_from_logits
 

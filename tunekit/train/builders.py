@@ -1,6 +1,6 @@
 """Small pure builders the training methods share: recipe -> peft config, TrainingArguments, trainer inputs.
 
-    >>> from tunekit.config.schema import AdapterSection
+    >>> from tunekit.config.sections import AdapterSection
     >>> peft_config(AdapterSection(type="lora", r=4)).r
     4
     >>> peft_config(AdapterSection(type="prompt_tuning", num_virtual_tokens=8)).num_virtual_tokens
@@ -23,7 +23,8 @@ from peft import (
     PromptTuningConfig,
 )
 
-from tunekit.config.schema import AdapterSection, Recipe
+from tunekit.config.schema import Recipe
+from tunekit.config.sections import AdapterSection
 from tunekit.models.loading import new_token_ids
 from tunekit.train.preflight import is_peft
 

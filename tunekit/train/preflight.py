@@ -1,6 +1,6 @@
 """The checks a training run makes before it writes anything: on the recipe, the data, the machine, the model.
 
-    >>> from tunekit.config.schema import AdapterSection
+    >>> from tunekit.config.sections import AdapterSection
     >>> check_adapter(AdapterSection(type="none"), model=None)  # full fine-tuning fits any model
 
 `tunekit validate` (tunekit.train.validate) and the preflight stage of a run (tunekit.train.pipeline) call
@@ -16,7 +16,7 @@ import statistics
 from typing import Any
 
 from tunekit.config import Recipe
-from tunekit.config.schema import SOFT_PROMPTS, AdapterSection
+from tunekit.config.sections import SOFT_PROMPTS, AdapterSection
 from tunekit.data import Data
 from tunekit.data.preview import Preview, Rendered
 from tunekit.errors import DataError, UserError

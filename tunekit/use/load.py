@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from tunekit.config.schema import ModelSection
+from tunekit.config.sections import ModelSection
 from tunekit.errors import UserError
 from tunekit.models.loading import (
     default_device,

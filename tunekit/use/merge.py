@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from tunekit.config.schema import ModelSection
+from tunekit.config.sections import ModelSection
 from tunekit.errors import UserError
 from tunekit.folders import MERGE_CHECK, MERGED, claim, writing
 from tunekit.models.loading import from_pretrained_or_explain
