@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import chat_rows, reversal_pairs, write_jsonl
+from tests.conftest import ROOT, chat_rows, reversal_pairs, write_jsonl
 
 
 @dataclass
@@ -286,6 +286,15 @@ def _(w: World):
 @case("learning rate nan on the command line")
 def _(w: World):
     return ["sft", str(w.recipe), "training.learning_rate=nan"], ["training.learning_rate", "finite"]
+
+
+@case("a learning rate beyond float32, which PPO's optimizer cannot take")
+def _(w: World):
+    recipe = str(ROOT / "recipes" / "tiny" / "ppo.yaml")
+    return ["ppo", recipe, "training.learning_rate=1e39", f"output_dir={w.root / 'ppo'}"], [
+        "training.learning_rate",
+        "float32",
+    ]
 
 
 @case("LoRA alpha inf")

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: torch optimizers cast the learning rate to it
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
 Tracker = Literal["tensorboard", "wandb", "mlflow", "trackio"]
 
@@ -333,6 +334,13 @@ class RewardData(DataSection):
 class TrainingSection(Section):
     learning_rate: float = Field(gt=0, description="Peak learning rate.")
     max_steps: int = Field(-1, ge=-1, description="Optimizer steps; -1 trains for `epochs` instead.")
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _fits_float32(cls, value: float) -> float:
+        if value > FLOAT32_MAX:  # torch's optimizers compute in float32 and fail on the first step
+            raise ValueError(f"{value:g} is beyond float32's range (3.4e38), which the optimizers compute in")
+        return value
 
     @field_validator("max_steps")
     @classmethod
