@@ -173,8 +173,7 @@ class AdapterSection(Section):
         return self
 
 
-DataFormat = Literal[
-    "auto",
+FORMATS = (
     "text",
     "prompt_completion",
     "messages",
@@ -188,7 +187,8 @@ DataFormat = Literal[
     "pair",
     "triplet",
     "scored_pair",
-]
+)  # every data.format but auto (`tunekit eval --format` takes them too)
+DataFormat = Literal[("auto", *FORMATS)]
 
 
 class Source(Section):

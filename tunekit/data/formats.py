@@ -31,21 +31,6 @@ from typing import Any
 
 from tunekit.errors import DataError
 
-FORMATS = (
-    "text",
-    "prompt_completion",
-    "messages",
-    "alpaca",
-    "sharegpt",
-    "preference",
-    "unpaired",
-    "prompt",
-    "classification",
-    "tagging",
-    "pair",
-    "triplet",
-    "scored_pair",
-)
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {
     "system": "system",

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunekit.config.sections import FORMATS
 from tunekit.data.chat import Messages, render_prompt
-from tunekit.data.formats import FORMATS, check_rows, normalised_kind, resolve_format
+from tunekit.data.formats import check_rows, normalised_kind, resolve_format
 from tunekit.data.sources import read_rows
 from tunekit.errors import DataError, UserError
 from tunekit.use.generate import Decoding, cache_keeps_prefix, generate
