@@ -81,7 +81,7 @@ def test_a_non_finite_loss_stops_keeps_the_previous_run_and_the_last_good_checkp
     before = previous_run(cli, tmp_path)
     recipe = small_recipe(tmp_path)
     diverging = (
-        "training.learning_rate=1e39",
+        "training.learning_rate=1e38",
         "training.warmup_steps=2",
         "training.save_steps=1",
         "training.max_steps=4",
@@ -104,7 +104,7 @@ def test_a_non_finite_loss_stops_keeps_the_previous_run_and_the_last_good_checkp
 
 
 def test_a_non_finite_loss_in_a_new_folder_writes_no_final(cli, tmp_path: Path) -> None:
-    recipe = small_recipe(tmp_path, learning_rate=1e39, warmup_steps=2, save_steps=1, max_steps=4)
+    recipe = small_recipe(tmp_path, learning_rate=1e38, warmup_steps=2, save_steps=1, max_steps=4)
     failed = cli("sft", str(recipe))
     assert failed.code == 1 and "training stopped at step 2" in failed.err
     run = tmp_path / "run"
