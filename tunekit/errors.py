@@ -3,6 +3,10 @@
 raise UserError("data/train.jsonl, row 12: missing field 'completion'")
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class UserError(Exception):
     """A mistake in the user's input: recipe, data, flag or path. Printed without a traceback."""
@@ -14,6 +18,20 @@ class RecipeError(UserError):
 
 class DataError(UserError):
     """A data file is missing, unreadable, or has a bad row."""
+
+
+def read_utf8(path: Path, error: type[UserError]) -> str:
+    """A file the user wrote, as UTF-8 (a byte-order mark, as Excel and Notepad write, dropped); a file that
+    cannot be read, or is in another encoding, raises `error` naming the file (and the line of its first bad
+    byte)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise error(f"cannot read {path}: {err.strerror or type(err).__name__}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise error(describe_decode_error(path, raw, err)) from None
 
 
 def describe_decode_error(path: object, raw: bytes, err: UnicodeDecodeError) -> str:

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tunekit.config.schema import METHOD_SECTIONS, METHODS, NOT_FOR, RECIPES, Recipe, RecipeBase, parse_recipe
-from tunekit.errors import RecipeError, describe_decode_error
+from tunekit.errors import RecipeError, read_utf8
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -39,7 +39,7 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], Lines]:
         raise RecipeError(f"recipe not found: {path}")
     if path.is_dir():
         raise RecipeError(f"recipe is a folder, not a YAML file: {path}")
-    text = read_text(path)
+    text = read_utf8(path, RecipeError)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -53,18 +53,6 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], Lines]:
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
     return data, _key_lines(node, path)
-
-
-def read_text(path: Path) -> str:
-    """A text file the user wrote, as UTF-8 (a byte-order mark is dropped); errors name the file and line."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise RecipeError(f"cannot read {path}: {err.strerror or type(err).__name__}") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise RecipeError(describe_decode_error(path, raw, err)) from None
 
 
 def _key_lines(node: yaml.Node | None, path: Path, prefix: tuple[str, ...] = ()) -> Lines:

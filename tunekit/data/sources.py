@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tunekit.errors import DataError, describe_decode_error
+from tunekit.errors import DataError, read_utf8
 
 BUILTIN_PREFIX = "builtin:"
 Rows = list[tuple[int, dict[str, Any]]]
@@ -92,23 +92,10 @@ def read_rows(source: str, split: str = "train") -> Rows:
     return rows
 
 
-def _read_text(path: Path) -> str:
-    """A data file as text: UTF-8, a byte-order mark (Excel's "CSV UTF-8", Notepad) dropped; a file in
-    another encoding, or one that cannot be read, is named with the line of its first bad byte."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror or type(err).__name__}") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(describe_decode_error(path, raw, err)) from None
-
-
 def _read_jsonl(path: Path) -> Rows:
     rows = []
     # split("\n"), not splitlines(): a JSON string may hold U+2028 and other characters splitlines() breaks at.
-    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+    for number, line in enumerate(read_utf8(path, DataError).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -120,7 +107,7 @@ def _read_jsonl(path: Path) -> Rows:
 
 def _read_txt(path: Path) -> Rows:
     """Plain text, one document per line (blank lines skipped), for continued pretraining."""
-    lines = _read_text(path).split("\n")
+    lines = read_utf8(path, DataError).split("\n")
     return [(number, {"text": line.rstrip("\r")}) for number, line in enumerate(lines, start=1) if line.strip()]
 
 
@@ -155,7 +142,7 @@ def _read_conll(path: Path) -> Rows:
 
 def _read_json(path: Path) -> Rows:
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(read_utf8(path, DataError))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}, line {err.lineno}: invalid JSON: {err.msg}") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -166,7 +153,7 @@ def _read_json(path: Path) -> Rows:
 
 
 def _read_csv(path: Path) -> Rows:
-    text = io.StringIO(_read_text(path), newline="")
+    text = io.StringIO(read_utf8(path, DataError), newline="")
     try:
         # Row numbers count the header as row 1, as a spreadsheet shows them.
         return [(number, dict(row)) for number, row in enumerate(csv.DictReader(text), start=2)]
@@ -306,7 +293,7 @@ def _check_utf8(path: Path, chunk: int = 1 << 24) -> None:
     except OSError as err:
         raise DataError(f"cannot read {path}: {err.strerror or type(err).__name__}") from None
     except UnicodeDecodeError:
-        _read_text(path)  # reads it whole, to name the line and byte
+        read_utf8(path, DataError)  # reads it whole, to name the line and byte
         raise
 
 
