@@ -48,8 +48,8 @@ PLAIN_FIGURES = {"eval_loss": "eval_loss", "eval_accuracy": "eval_accuracy", "ev
 class Encoded:
     """What `check` tokenised, once, for training."""
 
-    train: list[dict[str, Any]]
-    eval: list[dict[str, Any]]
+    train: Any  # datasets.Dataset of input_ids, attention_mask, labels
+    eval: Any  # the same, or None
     cut: int  # sentences with words past data.max_length (train and eval)
 
 
@@ -80,7 +80,10 @@ def check(plan: Plan) -> Encoded:
             f"note: {train_cut + eval_cut:,} sentences are longer than data.max_length={limit} tokens; "
             "their words past the cut are not trained or scored"
         )
-    return Encoded(train, held_out, train_cut + eval_cut)
+    from datasets import Dataset
+
+    evaluation = Dataset.from_list(held_out) if held_out else None
+    return Encoded(Dataset.from_list(train), evaluation, train_cut + eval_cut)
 
 
 def encode(tokenizer: Any, rows: list[dict[str, Any]], ids: dict[str, int], limit: int) -> tuple[list[dict], int]:
@@ -109,7 +112,7 @@ def train(run: Run, echo: Echo) -> Trained:
     recipe, made, labels, scheme = run.recipe, run.plan.prepared, run.data.labels, run.data.scheme
     # A plain Trainer takes no peft_config; peft's TOKEN_CLS also trains the new head whole.
     inputs = trainer_inputs(run, task_type="TOKEN_CLS", train=made.train, evaluation=made.eval, wrap_peft=True)
-    args = TrainingArguments(**trainer_kwargs(recipe, run.out, run.dtype, has_eval=bool(made.eval)))
+    args = TrainingArguments(**trainer_kwargs(recipe, run.out, run.dtype, has_eval=made.eval is not None))
     trainer = Trainer(
         args=args,
         data_collator=DataCollatorForTokenClassification(run.tokenizer),  # pads labels with -100

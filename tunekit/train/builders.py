@@ -254,10 +254,7 @@ def trainer_inputs(
 
 
 def trainer_rows(dataset: Any) -> Any:
-    """A dataset without tunekit's bookkeeping columns (`_source`: which source gave the row); rows a method
-    encoded itself as a list (`tunekit tag`) pass as they are."""
-    if isinstance(dataset, list):
-        return dataset
+    """A dataset without tunekit's bookkeeping columns (`_source`: which source gave the row)."""
     names = dataset.column_names or []
     return dataset.remove_columns([name for name in names if name.startswith("_")])
 
